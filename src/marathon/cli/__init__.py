@@ -1,0 +1,3 @@
+"""The `marathon` command line."""
+
+from ._main import main as main

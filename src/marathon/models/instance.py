@@ -1,0 +1,238 @@
+"""Instances and tasks: one scheduled copy of an app, and its current process.
+
+An instance survives task failures: the same instance id gets a new task id
+with the next incarnation (`<instanceId>._app.<n>`).  Conditions and goals
+follow SPEC.md 5.2 and 5.3.  Instances are frozen Structs; every change goes
+through `marathon.instance_update` (pure) and is applied and persisted by the
+instance tracker, the single writer of instance state.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Literal
+
+from msgspec import Struct
+
+from . import pathid
+
+
+class Condition:
+    """Marathon-level states of a task/instance (SPEC.md 5.2)."""
+
+    SCHEDULED = "Scheduled"
+    PROVISIONED = "Provisioned"
+    STAGING = "Staging"
+    STARTING = "Starting"
+    RUNNING = "Running"
+    KILLING = "Killing"
+    UNREACHABLE = "Unreachable"
+    UNREACHABLE_INACTIVE = "UnreachableInactive"
+    KILLED = "Killed"
+    FINISHED = "Finished"
+    FAILED = "Failed"
+    ERROR = "Error"
+    DROPPED = "Dropped"
+    GONE = "Gone"
+    UNKNOWN = "Unknown"
+
+
+ConditionName = Literal[
+    "Scheduled", "Provisioned", "Staging", "Starting", "Running", "Killing", "Unreachable",
+    "UnreachableInactive", "Killed", "Finished", "Failed", "Error", "Dropped", "Gone", "Unknown",
+]
+
+ACTIVE = frozenset({"Provisioned", "Staging", "Starting", "Running", "Killing", "Unreachable"})
+TERMINAL = frozenset({"Killed", "Finished", "Failed", "Error", "Dropped", "Gone", "Unknown"})
+LOST = frozenset({"Unreachable", "UnreachableInactive", "Gone", "Dropped", "Unknown"})
+# Conditions whose arrival counts as a launch failure for backoff (SPEC.md 4.9).
+BACKOFF_FAILURE = frozenset({"Failed", "Error", "Finished", "Dropped", "Gone"})
+# Conditions kept in lastTaskFailure (SPEC.md 2.8).
+TASK_FAILURE = frozenset({"Failed", "Error", "Dropped", "Gone", "Unknown"})
+
+
+class Goal:
+    RUNNING = "Running"
+    STOPPED = "Stopped"
+    DECOMMISSIONED = "Decommissioned"
+
+
+GoalName = Literal["Running", "Stopped", "Decommissioned"]
+
+
+# Mesos task states and the condition each maps to (TASK_LOST is mapped by reason).
+TASK_STATE_CONDITION = {
+    "TASK_STAGING": "Staging",
+    "TASK_STARTING": "Starting",
+    "TASK_RUNNING": "Running",
+    "TASK_KILLING": "Killing",
+    "TASK_UNREACHABLE": "Unreachable",
+    "TASK_KILLED": "Killed",
+    "TASK_FINISHED": "Finished",
+    "TASK_FAILED": "Failed",
+    "TASK_ERROR": "Error",
+    "TASK_DROPPED": "Dropped",
+    "TASK_GONE": "Gone",
+    "TASK_GONE_BY_OPERATOR": "Gone",
+    "TASK_UNKNOWN": "Unknown",
+}
+CONDITION_TASK_STATE = {
+    "Scheduled": "TASK_STAGING",
+    "Provisioned": "TASK_STAGING",
+    "Staging": "TASK_STAGING",
+    "Starting": "TASK_STARTING",
+    "Running": "TASK_RUNNING",
+    "Killing": "TASK_KILLING",
+    "Unreachable": "TASK_UNREACHABLE",
+    "UnreachableInactive": "TASK_UNREACHABLE",
+    "Killed": "TASK_KILLED",
+    "Finished": "TASK_FINISHED",
+    "Failed": "TASK_FAILED",
+    "Error": "TASK_ERROR",
+    "Dropped": "TASK_DROPPED",
+    "Gone": "TASK_GONE",
+    "Unknown": "TASK_UNKNOWN",
+}
+_UNREACHABLE_REASONS = frozenset(
+    {"REASON_RECONCILIATION", "REASON_SLAVE_DISCONNECTED", "REASON_SLAVE_REMOVED"}
+)
+
+
+def condition_of(state: str, reason: str | None = None, message: str = "") -> str:
+    """Map a Mesos task state (and, for TASK_LOST, its reason) to a condition."""
+    if state != "TASK_LOST":
+        return TASK_STATE_CONDITION.get(state, "Unknown")
+    if reason == "REASON_TASK_UNKNOWN" or message.startswith("Reconciliation: Task is unknown to the"):
+        return "Unknown"
+    if reason in _UNREACHABLE_REASONS:
+        return "Unreachable"
+    if reason:
+        return "Gone"
+    return "Dropped"
+
+
+class TaskStatus(Struct, frozen=True, kw_only=True):
+    """A status update from an agent, as the cluster driver delivers it."""
+
+    task_id: str
+    state: str
+    agent_id: str = ""
+    message: str = ""
+    reason: str | None = None
+    timestamp: int = 0  # ms since the epoch
+    healthy: bool | None = None
+    exit_code: int | None = None
+
+
+class Task(Struct, frozen=True, kw_only=True):
+    """The current (or last) task of an instance."""
+
+    task_id: str
+    condition: ConditionName
+    mesos_state: str = "TASK_STAGING"
+    staged_at: int | None = None  # ms
+    started_at: int | None = None  # ms
+    host_ports: list[int] = []
+    ip_addresses: list[str] = []
+    message: str = ""
+    healthy: bool | None = None
+
+
+class InstanceState(Struct, frozen=True, kw_only=True):
+    condition: ConditionName
+    since: int  # ms, when the condition last changed
+    goal: GoalName = "Running"
+    active_since: int | None = None  # ms, earliest task startedAt
+    healthy: bool | None = None
+
+
+class Instance(Struct, frozen=True, kw_only=True):
+    instance_id: str
+    run_spec_id: str
+    run_spec_version: str
+    state: InstanceState
+    role: str = "*"
+    agent_id: str | None = None
+    hostname: str | None = None
+    region: str | None = None
+    zone: str | None = None
+    task: Task | None = None
+    incarnation: int = 0  # of the current task; the next launch uses incarnation + 1
+
+    @property
+    def condition(self) -> str:
+        return self.state.condition
+
+    @property
+    def goal(self) -> str:
+        return self.state.goal
+
+    @property
+    def is_active(self) -> bool:
+        return self.state.condition in ACTIVE
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state.condition in TERMINAL
+
+    @property
+    def is_scheduled(self) -> bool:
+        """Waiting for placement: goal Running and Scheduled or terminal (SPEC.md 4.8)."""
+        c = self.state.condition
+        return self.state.goal == "Running" and (c == "Scheduled" or c in TERMINAL)
+
+
+# -- identifiers (SPEC.md 5.1) -------------------------------------------------
+
+APP_CONTAINER = "_app"
+_INSTANCE_RE = re.compile(r"^(.+)\.(instance-|marathon-)([^\.]+)$")
+
+
+def new_instance_id(run_spec_id: str) -> str:
+    """`<safeRunSpecId>.instance-<time-based uuid>`."""
+    return f"{pathid.safe(run_spec_id)}.instance-{uuid.uuid1()}"
+
+
+def task_id_for(instance_id: str, incarnation: int) -> str:
+    return f"{instance_id}.{APP_CONTAINER}.{incarnation}"
+
+
+class ParsedTaskId(Struct, frozen=True):
+    instance_id: str
+    run_spec_id: str
+    container: str | None
+    incarnation: int | None
+
+
+def parse_task_id(task_id: str) -> ParsedTaskId:
+    """Parse any task id form Marathon produced; raises ValueError if none fits.
+
+    Accepted: `<instanceId>.<container>.<n>`, `<instanceId>.<container>`,
+    `<safeId>.<uuid>`, `<safeId>_<uuid>`, `<safeId>.<uuid>.<attempt>`.
+    """
+    m = re.match(r"^(.+\.(?:instance-|marathon-)[^\.]+)(?:[._]([^\.]+))?(?:\.(\d+))?$", task_id)
+    if m:
+        instance_id = m.group(1)
+        container = m.group(2)
+        incarnation = int(m.group(3)) if m.group(3) else None
+        if container is not None and container.isdigit() and incarnation is None:
+            container, incarnation = None, int(container)
+        safe_id = _INSTANCE_RE.match(instance_id).group(1)  # type: ignore[union-attr]
+        return ParsedTaskId(instance_id, pathid.from_safe(safe_id), container, incarnation)
+    m = re.match(r"^(.+)[._]([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})(?:\.(\d+))?$", task_id)
+    if m:
+        safe_id, uid = m.group(1), m.group(2)
+        return ParsedTaskId(
+            f"{safe_id}.marathon-{uid}", pathid.from_safe(safe_id), None,
+            int(m.group(3)) if m.group(3) else None,
+        )
+    raise ValueError(f"Invalid task id '{task_id}'")
+
+
+def parse_instance_id(instance_id: str) -> str:
+    """The run spec id of an instance id; raises ValueError if malformed."""
+    m = _INSTANCE_RE.match(instance_id)
+    if not m:
+        raise ValueError(f"Invalid instance id '{instance_id}'")
+    return pathid.from_safe(m.group(1))
