@@ -1,14 +1,98 @@
-"""Entry point of the `marathon` console script."""
+"""The `marathon` command: `marathon serve [flags]`, `marathon --version`."""
 
+from __future__ import annotations
+
+import argparse
+import logging
 import sys
+
+from .._version import MARATHON_API_VERSION, __version__
+
+# Marathon's process exit codes (SPEC.md 5.7).
+EXIT_HTTP_BIND = 111
+EXIT_BAD_FLAG = 112
+
+_LEVELS = {
+    "off": logging.CRITICAL + 10,
+    "error": logging.ERROR,
+    "warn": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": logging.DEBUG,
+    "all": logging.DEBUG,
+}
+
+
+def setup_logging(level: str) -> None:
+    """One line per event: `time level logger key=value ...`; quiet libraries."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    logging.getLogger("marathon").setLevel(_LEVELS.get(level.lower(), logging.INFO))
+
+
+def _parser() -> argparse.ArgumentParser:
+    from ..config import build_parser
+
+    parser = argparse.ArgumentParser(
+        prog="marathon",
+        description="Marathon on trio: run long-running services as Marathon apps.",
+    )
+    parser.add_argument("--version", action="version", version=f"marathon {__version__} (Marathon API {MARATHON_API_VERSION})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = sub.add_parser(
+        "serve",
+        help="run the Marathon server with an embedded agent",
+        description="Run the Marathon server: the REST API on --http_address:--http_port, durable "
+        "state in --data_dir, and an embedded agent that runs tasks on this machine. Every flag "
+        "is also read from MARATHON_<FLAG> (e.g. MARATHON_HTTP_PORT).",
+    )
+    build_parser(serve)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .._version import __version__
-
     args = sys.argv[1:] if argv is None else argv
-    if args and args[0] == "--version":
-        print(f"marathon {__version__}")
-        return 0
-    print("usage: marathon serve ...", file=sys.stderr)
-    return 2
+    parser = _parser()
+    ns, rest = parser.parse_known_args(args)
+    if ns.command != "serve":
+        parser.print_help()
+        return 2
+    from ..config import ConfigError, from_args
+
+    try:
+        config = from_args(args[args.index("serve") + 1 :])
+    except ConfigError as exc:
+        print(f"marathon: {exc}", file=sys.stderr)
+        return EXIT_BAD_FLAG
+    setup_logging(config.logging_level)
+    return _serve(config)
+
+
+def _serve(config) -> int:  # type: ignore[no-untyped-def]
+    import trio
+
+    from ..server import serve
+
+    code = 0
+    try:
+        trio.run(serve, config)
+    except* KeyboardInterrupt:
+        code = 0
+    except* OSError as group:
+        exc = _first_leaf(group)
+        if getattr(exc, "errno", None) in (98, 99):
+            print(f"marathon: cannot bind {config.http_address}:{config.http_port}: {exc}", file=sys.stderr)
+            code = EXIT_HTTP_BIND
+        else:
+            raise
+    return code
+
+
+def _first_leaf(group: BaseExceptionGroup) -> BaseException:
+    exc: BaseException = group
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc

@@ -148,7 +148,8 @@ class HealthCheck(_Model):
     timeout_seconds: NonNegInt = 20
     max_consecutive_failures: NonNegInt = 3
     delay_seconds: NonNegInt = 15
-    ignore_http1xx: bool | UnsetType = UNSET
+    # camelCase would give `ignoreHttp1Xx`: Marathon's name is spelled out.
+    ignore_http1xx: bool | UnsetType = field(default=UNSET, name="ignoreHttp1xx")
     ip_protocol: Literal["IPv4", "IPv6"] = "IPv4"
 
 

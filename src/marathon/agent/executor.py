@@ -1,0 +1,820 @@
+"""Process supervision: runs each task as a real process tree and reports its fate.
+
+The executor owns every task this agent runs, from `launch()` to its
+terminal status, and is the only writer of their state:
+
+    launch()  -> TASK_STAGING        resources taken at once
+    spawned   -> TASK_STARTING, TASK_RUNNING
+    kill()    -> TASK_KILLING        SIGTERM to the group, SIGKILL after the grace
+    exit      -> TASK_FINISHED | TASK_FAILED | TASK_KILLED   resources released
+
+Each task runs in its own session and process group (so a signal reaches
+the shell's children too), with its sandbox as cwd and stdout/stderr in
+files there, and, when the machine allows, in its own cgroup with cpu and
+memory limits.  The agent is a child subreaper: orphaned grandchildren
+become its children, are killed with their task and reaped.  When a task's
+main process ends, whatever it left behind in its group or cgroup is killed
+(Mesos destroys the container the same way), so no process outlives its
+task.
+
+Processes are spawned by `subprocess.Popen` in worker threads (no
+`preexec_fn`: it disables vfork and divides the spawn rate by three; several
+threads in flight roughly double it again) and watched through pidfds, one
+trio task each.  Every live task is checkpointed (`checkpoint.py`) so that a
+restarted agent re-adopts what still runs and reports what ended.
+
+Statuses go out, in order, through one bounded channel.  If the consumer
+falls behind and the channel fills, lifecycle statuses wait in an ordered
+overflow (a few per task, so bounded by the number of tasks) and are never
+dropped; answers to reconciliation, which can always be asked again, are
+dropped instead once that overflow is long.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import pwd
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from ..models.instance import TaskStatus
+from ..models.launch import TaskLaunch
+from ..models.resources import Resources
+from . import machine
+from .cgroups import Cgroups, TaskCgroup, detect
+from .checkpoint import (
+    EXIT_UNKNOWN_MESSAGE,
+    LAUNCH_INTERRUPTED_MESSAGE,
+    Checkpoint,
+    TaskCheckpoint,
+    examine,
+    kill_pids,
+)
+
+log = logging.getLogger("marathon.agent")
+
+UNKNOWN_TASK_MESSAGE = "Reconciliation: Task is unknown to the agent"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "TZ")
+_DONE_LIMIT = 10_000  # terminal statuses remembered for reconciliation
+_DROPPABLE_BACKLOG = 10_000
+_DRAIN_SECONDS = 2.0  # how long a dead task's leftovers may take to disappear
+_FOREIGN_ZOMBIE_SECONDS = 10.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class SpawnError(Exception):
+    """The task could not be started; the message is the TASK_FAILED message."""
+
+
+class _Task:
+    """Mutable record of one task (touched only from the trio thread, except
+    the spawn fields, written by the spawn thread before `spawned` is set)."""
+
+    __slots__ = (
+        "launch", "resources", "sandbox", "state", "state_ts", "message", "reason", "exit_code",
+        "pid", "pgid", "start_time", "pidfd", "popen", "cgroup", "adopted", "kill_requested",
+        "kill_deadline", "spawned", "exited",
+    )
+
+    def __init__(self, launch: TaskLaunch, sandbox: Path) -> None:
+        self.launch = launch
+        self.resources = Resources.of(
+            cpus=launch.cpus, mem=launch.mem, disk=launch.disk, gpus=launch.gpus,
+            ports=len(launch.host_ports),
+        )
+        self.sandbox = sandbox
+        self.state = "TASK_STAGING"
+        self.state_ts = 0
+        self.message = ""
+        self.reason: str | None = None
+        self.exit_code: int | None = None
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self.start_time: int | None = None
+        self.pidfd: int | None = None
+        self.popen: subprocess.Popen[bytes] | None = None
+        self.cgroup: TaskCgroup | None = None
+        self.adopted = False
+        self.kill_requested = False
+        self.kill_deadline: float | None = None
+        self.spawned = trio.Event()  # spawn attempted (pid set, or it failed)
+        self.exited = trio.Event()  # terminal status emitted
+
+
+class _Outbox:
+    """Ordered delivery of statuses into the bounded updates channel."""
+
+    def __init__(self, send: trio.MemorySendChannel[TaskStatus]) -> None:
+        self._send = send
+        self._backlog: collections.deque[TaskStatus] = collections.deque()
+        self._wakeup = trio.Event()
+        self._warned = False
+
+    def put(self, status: TaskStatus, *, droppable: bool = False) -> None:
+        if not self._backlog:
+            try:
+                self._send.send_nowait(status)
+                return
+            except trio.WouldBlock:
+                pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # nobody will ever read it
+        if droppable and len(self._backlog) >= _DROPPABLE_BACKLOG:
+            if not self._warned:
+                log.warning("status_backlog_full dropping=reconciliation_answers backlog=%d",
+                            len(self._backlog))
+                self._warned = True
+            return
+        self._backlog.append(status)
+        self._wakeup.set()
+
+    async def pump(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = trio.Event()
+            while self._backlog:
+                try:
+                    await self._send.send(self._backlog[0])
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    self._backlog.clear()
+                    return
+                self._backlog.popleft()
+            self._warned = False
+
+
+class Executor:
+    """Runs, watches, kills and re-adopts the tasks of one agent.
+
+    `launch`, `kill` and `reconcile` are synchronous and never block; they
+    need `run()` to be running (its nursery hosts the per-task work).
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        agent_id: str,
+        send: trio.MemorySendChannel[TaskStatus],
+        time_ms: Callable[[], int] = now_ms,
+        cgroups: str = "auto",
+        kill_tasks_on_exit: bool = True,
+        sandbox_max_age: float = 3600.0,
+        sandbox_max_count: int = 1000,
+        spawn_concurrency: int = 8,
+    ) -> None:
+        self.work_dir = work_dir
+        self.sandboxes = work_dir / "sandboxes"
+        self.checkpoint = Checkpoint(work_dir / "checkpoint")
+        self.agent_id = agent_id
+        self.cgroups: Cgroups | None = None
+        self._cgroups_mode = cgroups
+        self._time_ms = time_ms
+        self._kill_on_exit = kill_tasks_on_exit
+        self._sandbox_max_age = sandbox_max_age
+        self._sandbox_max_count = sandbox_max_count
+        self._limiter = trio.CapacityLimiter(spawn_concurrency)
+        self._outbox = _Outbox(send)
+        self._nursery: trio.Nursery | None = None
+        self._boot_id = machine.boot_id()
+        self._live: dict[str, _Task] = {}
+        self._done: collections.OrderedDict[str, TaskStatus] = collections.OrderedDict()
+        self._allocated = Resources()
+        self._ports: collections.Counter[int] = collections.Counter()
+        # Leaders we wait for ourselves (never reaped by the orphan reaper),
+        # and the process groups of our tasks, live and recent.
+        self._watched_pids: set[int] = set()
+        self._groups: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self._zombies_seen: dict[tuple[int, int], float] = {}
+        self._condemned: set[int] = set()  # orphans we killed: reap them at once
+        self._sweep_ids: set[str] = set()
+        self._sweep_wakeup = trio.Event()
+        self._stopping = False
+
+    # -- what the driver reads -----------------------------------------------------
+
+    @property
+    def allocated(self) -> Resources:
+        """Resources of every task launched and not yet terminal."""
+        return self._allocated
+
+    def held_ports(self) -> set[int]:
+        return set(self._ports)
+
+    def task_pid(self, task_id: str) -> int | None:
+        t = self._live.get(task_id)
+        return None if t is None else t.pid
+
+    def live_task_ids(self) -> list[str]:
+        return list(self._live)
+
+    # -- commands --------------------------------------------------------------------
+
+    def launch(self, tasks: Sequence[TaskLaunch]) -> None:
+        nursery = self._running()
+        for launch in tasks:
+            tid = launch.task_id
+            if tid in self._live:
+                log.warning("launch_ignored task_id=%s reason=already_running", tid)
+                continue
+            if self._stopping:
+                # Killed on its way in otherwise; TASK_DROPPED lets Marathon
+                # place it again once an agent is back.
+                self._emit_status(TaskStatus(
+                    task_id=tid, state="TASK_DROPPED", agent_id=self.agent_id,
+                    message="The agent is shutting down", reason="REASON_AGENT_RESTARTED",
+                    timestamp=self._time_ms()))
+                continue
+            if not tid or "/" in tid or "\0" in tid or tid in (".", ".."):
+                self._emit_status(TaskStatus(
+                    task_id=tid, state="TASK_ERROR", agent_id=self.agent_id,
+                    message=f"Task id '{tid}' cannot name a sandbox directory",
+                    reason="REASON_TASK_INVALID", timestamp=self._time_ms()))
+                continue
+            self._done.pop(tid, None)
+            t = _Task(launch, self.sandboxes / tid)
+            self._take(t)
+            self._set(t, "TASK_STAGING")
+            nursery.start_soon(self._supervise, t)
+
+    def kill(self, task_ids: Sequence[str], *, grace_seconds: float | None = None) -> None:
+        nursery = self._running()
+        now = trio.current_time()
+        for tid in task_ids:
+            t = self._live.get(tid)
+            if t is None:
+                if tid not in self._done:
+                    self._emit_status(self._unknown(tid))
+                continue
+            grace = t.launch.kill_grace_seconds if grace_seconds is None else grace_seconds
+            deadline = now + max(0.0, grace)
+            if t.kill_deadline is not None and deadline >= t.kill_deadline:
+                continue  # already being killed at least this fast
+            first = not t.kill_requested
+            t.kill_requested = True
+            t.kill_deadline = deadline
+            if first:
+                self._set(t, "TASK_KILLING")
+            nursery.start_soon(self._kill, t, deadline, first)
+
+    def reconcile(self, task_ids: Sequence[str] | None) -> None:
+        self._running()  # before recovery, every task would look unknown
+        if task_ids is None:
+            for t in self._live.values():
+                self._emit_status(self._status_of(t), droppable=True)
+            return
+        for tid in task_ids:
+            t = self._live.get(tid)
+            if t is not None:
+                status = self._status_of(t)
+            else:
+                status = self._done.get(tid) or self._unknown(tid)
+            self._emit_status(status, droppable=True)
+
+    def _running(self) -> trio.Nursery:
+        if self._nursery is None:
+            raise RuntimeError("the agent is not running: start run() first")
+        return self._nursery
+
+    # -- statuses and accounting -------------------------------------------------------
+
+    def _status_of(self, t: _Task) -> TaskStatus:
+        return TaskStatus(
+            task_id=t.launch.task_id, state=t.state, agent_id=self.agent_id, message=t.message,
+            reason=t.reason, timestamp=t.state_ts, exit_code=t.exit_code,
+        )
+
+    def _unknown(self, tid: str) -> TaskStatus:
+        return TaskStatus(
+            task_id=tid, state="TASK_LOST", agent_id=self.agent_id, message=UNKNOWN_TASK_MESSAGE,
+            reason="REASON_TASK_UNKNOWN", timestamp=self._time_ms(),
+        )
+
+    def _emit_status(self, status: TaskStatus, *, droppable: bool = False) -> None:
+        self._outbox.put(status, droppable=droppable)
+
+    def _set(self, t: _Task, state: str, message: str = "", reason: str | None = None,
+             exit_code: int | None = None) -> None:
+        t.state, t.message, t.reason, t.exit_code = state, message, reason, exit_code
+        t.state_ts = self._time_ms()
+        self._emit_status(self._status_of(t))
+
+    def _take(self, t: _Task) -> None:
+        self._live[t.launch.task_id] = t
+        self._allocated += t.resources
+        self._ports.update(t.launch.host_ports)
+
+    def _terminal(self, t: _Task, state: str, message: str, reason: str | None = None,
+                  exit_code: int | None = None) -> None:
+        tid = t.launch.task_id
+        if self._live.pop(tid, None) is None:
+            return
+        self._allocated -= t.resources
+        for port in t.launch.host_ports:
+            self._ports[port] -= 1
+            if self._ports[port] <= 0:
+                del self._ports[port]
+        if t.pid is not None:
+            self._watched_pids.discard(t.pid)
+        self.checkpoint.delete(tid)
+        try:
+            os.utime(t.sandbox)  # the sandbox GC ages sandboxes from their task's end
+        except OSError:
+            pass
+        self._set(t, state, message, reason, exit_code)
+        self._done[tid] = self._status_of(t)
+        while len(self._done) > _DONE_LIMIT:
+            self._done.popitem(last=False)
+        t.exited.set()
+        log.info("task_exited task_id=%s pid=%s state=%s exit_code=%s message=%r",
+                 tid, t.pid, state, exit_code, message)
+
+    # -- one task's life -------------------------------------------------------------------
+
+    async def _supervise(self, t: _Task) -> None:
+        try:
+            if not t.adopted and not await self._start(t):
+                return
+            assert t.pidfd is not None
+            await trio.lowlevel.wait_readable(t.pidfd)
+            await self._finish(t)
+        except Exception as e:
+            # A bug here must not take the agent (and every other task) down.
+            log.exception("task_supervision_error task_id=%s", t.launch.task_id)
+            self._kill_tree(t, signal.SIGKILL)
+            self._terminal(t, "TASK_FAILED", f"Agent error while supervising the task: {e!r}")
+        finally:
+            if t.pidfd is not None:
+                os.close(t.pidfd)
+                t.pidfd = None
+
+    async def _start(self, t: _Task) -> bool:
+        if t.kill_requested:
+            t.spawned.set()
+            self._terminal(t, "TASK_KILLED", "Task killed before it was started")
+            return False
+        try:
+            await trio.to_thread.run_sync(self._spawn, t, limiter=self._limiter)
+        except Exception as e:  # OSError, or ValueError for a NUL in the env, ...
+            t.spawned.set()
+            message = str(e) if isinstance(e, SpawnError) else f"Failed to launch task: {e}"
+            self._terminal(t, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
+            return False
+        assert t.pid is not None
+        self._watched_pids.add(t.pid)
+        self._remember_group(t.pid)
+        t.spawned.set()
+        log.info("task_launched task_id=%s pid=%d cgroup=%s sandbox=%s",
+                 t.launch.task_id, t.pid, "yes" if t.cgroup else "no", t.sandbox)
+        if not t.kill_requested:
+            self._set(t, "TASK_STARTING")
+            self._set(t, "TASK_RUNNING")
+        return True
+
+    def _spawn(self, t: _Task) -> None:
+        """Sandbox, cgroup, checkpoint, process (runs in a worker thread)."""
+        launch = t.launch
+        env = task_env(launch, t.sandbox)
+        argv, executable = _command(launch, env, t.sandbox)
+        t.sandbox.mkdir(parents=True, exist_ok=True)
+        user_kw = _user_options(launch.user, t.sandbox)
+        record = TaskCheckpoint(
+            launch=launch, sandbox=str(t.sandbox), boot_id=self._boot_id, staged_at=t.state_ts,
+        )
+        try:
+            if self.cgroups is not None:
+                try:
+                    t.cgroup = self.cgroups.create(launch)
+                except OSError as e:
+                    raise SpawnError(f"Failed to launch task: cannot create its cgroup: {e}") from e
+                argv, executable = Cgroups.join_argv(t.cgroup, argv), None
+                record.cgroup = t.cgroup
+            with open(t.sandbox / "stdout", "ab") as out, open(t.sandbox / "stderr", "ab") as err:
+                popen = subprocess.Popen(
+                    argv, executable=executable, cwd=t.sandbox, env=env, stdin=subprocess.DEVNULL,
+                    stdout=out, stderr=err, start_new_session=True, close_fds=True, **user_kw,
+                )
+        except BaseException:
+            if t.cgroup is not None:
+                Cgroups.remove(t.cgroup)
+            raise
+        try:
+            t.pidfd = os.pidfd_open(popen.pid)
+        except OSError as e:
+            # Unwatchable (out of file descriptors, say): do not leave it running.
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            if t.cgroup is not None:
+                Cgroups.kill_all(t.cgroup)
+                Cgroups.remove(t.cgroup)
+            raise SpawnError(f"Failed to launch task: cannot watch its process: {e}") from e
+        t.popen, t.pid, t.pgid = popen, popen.pid, popen.pid
+        # Still readable if it already exited: it stays a zombie until we reap it.
+        t.start_time = machine.proc_start_time(popen.pid)
+        record.pid, record.pgid, record.start_time = t.pid, t.pgid, t.start_time
+        record.running_since = self._time_ms()
+        try:
+            self.checkpoint.write(record)
+        except OSError as e:
+            # Run it all the same: only a crash of the agent would now lose
+            # it (the next start finds and kills its processes).
+            log.warning("checkpoint_failed task_id=%s error=%s", launch.task_id, e)
+
+    async def _finish(self, t: _Task) -> None:
+        """The leader has exited: kill what it left, reap it, report."""
+        # Before reaping: while the leader is an unreaped zombie its pid, and
+        # so its group id, cannot be reused, so this signal reaches only ours.
+        self._kill_tree(t, signal.SIGKILL)
+        rc = _reap_leader(t)
+        t.popen = None
+        oom, peak = Cgroups.memory_report(t.cgroup) if t.cgroup else (False, None)
+        await self._drain(t)
+        exit_code = None if rc is None else (128 - rc if rc < 0 else rc)
+        if t.kill_requested:
+            message = "Task killed" if rc is None else _describe(rc)
+            self._terminal(t, "TASK_KILLED", message, exit_code=exit_code)
+        elif oom and rc != 0:
+            used = "unknown" if peak is None else f"{peak // (1024 * 1024)}MB"
+            limit = t.cgroup.mem_limit_mib if t.cgroup else None
+            self._terminal(t, "TASK_FAILED",
+                           f"Memory limit exceeded: Requested: {limit}MB Maximum Used: {used}",
+                           "REASON_CONTAINER_LIMITATION_MEMORY", exit_code)
+        elif rc is None:
+            self._terminal(t, "TASK_FAILED", EXIT_UNKNOWN_MESSAGE, "REASON_EXECUTOR_TERMINATED")
+        elif rc == 0:
+            self._terminal(t, "TASK_FINISHED", _describe(rc), exit_code=0)
+        else:
+            self._terminal(t, "TASK_FAILED", _describe(rc), exit_code=exit_code)
+
+    async def _drain(self, t: _Task) -> None:
+        """Kill and reap what is left of the task until nothing is; remove its cgroup."""
+        deadline = trio.current_time() + _DRAIN_SECONDS
+        delay = 0.001
+        while True:
+            self._kill_tree(t, signal.SIGKILL)
+            # Members whose parent died were re-parented to us: reap them, or
+            # as zombies they would keep the group alive.
+            if self._group_alive(t) and t.pgid is not None:
+                machine.reap_group(t.pgid)
+            if not self._group_alive(t):
+                if t.cgroup is None:
+                    # Once the group is gone, the processes that left it
+                    # (setsid daemons) have been re-parented to us.
+                    self._sweep_ids.add(t.launch.task_id)
+                    self._sweep_wakeup.set()
+                    return
+                if Cgroups.remove(t.cgroup):
+                    return
+            if trio.current_time() > deadline:
+                log.warning("task_leftovers task_id=%s cgroup=%s", t.launch.task_id,
+                            t.cgroup.dirs if t.cgroup else None)
+                return
+            await trio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    async def _kill(self, t: _Task, deadline: float, first: bool) -> None:
+        await t.spawned.wait()
+        if t.exited.is_set() or t.pid is None:
+            return
+        if first:
+            self._kill_tree(t, signal.SIGTERM)
+        with trio.move_on_at(deadline):
+            await t.exited.wait()
+        if not t.exited.is_set() and t.kill_deadline == deadline:
+            self._kill_tree(t, signal.SIGKILL)
+
+    # -- signals, groups, orphans ----------------------------------------------------
+
+    def _group_is_ours(self, t: _Task) -> bool:
+        # The group id is the leader's pid; it names our group as long as no
+        # other process has that pid (it cannot while our members pin it).
+        if t.pgid is None:
+            return False
+        st = machine.proc_stat(t.pgid)
+        return st is None or st.start_time == t.start_time
+
+    def _kill_tree(self, t: _Task, sig: int) -> None:
+        if self._group_is_ours(t):
+            try:
+                os.killpg(t.pgid, sig)  # type: ignore[arg-type]
+            except (ProcessLookupError, PermissionError):
+                pass
+        if t.cgroup is not None:
+            # SIGTERM too: processes that left the group (setsid) get their
+            # chance to stop cleanly as well.
+            Cgroups.kill_all(t.cgroup, sig)
+
+    def _group_alive(self, t: _Task) -> bool:
+        if not self._group_is_ours(t):
+            return False
+        try:
+            os.killpg(t.pgid, 0)  # type: ignore[arg-type]
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            pass
+        return True
+
+    async def _sweeper(self) -> None:
+        """Without a cgroup: kill our adopted orphans that carry an ended task's id.
+
+        A setsid'd daemon leaves the task's group, but as a subreaper we
+        adopted it, and its environment still names its task.  (One that
+        scrubs its environment, or whose parent outlives the task, escapes:
+        only a cgroup holds those.)  Batched: one pass over our children
+        serves every task that ended meanwhile.
+        """
+        while True:
+            await self._sweep_wakeup.wait()
+            self._sweep_wakeup = trio.Event()
+            ids, self._sweep_ids = self._sweep_ids, set()
+            needles = {f"MESOS_TASK_ID={i}".encode() for i in ids}
+            for pid in machine.own_children():
+                if pid in self._watched_pids or not machine.environ_has(pid, needles):
+                    continue
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                    self._condemned.add(pid)
+                except ProcessLookupError:
+                    pass
+
+    def _remember_group(self, pgid: int) -> None:
+        self._groups[pgid] = None
+        self._groups.move_to_end(pgid)
+        while len(self._groups) > _DONE_LIMIT:
+            self._groups.popitem(last=False)
+
+    def _reap_orphans(self) -> None:
+        """Reap zombie children we adopted as subreaper (never our own leaders).
+
+        A zombie of one of our tasks' groups or sessions is reaped at once.
+        Any other zombie child may belong to another part of this program
+        that spawned it and is about to wait for it: it is only reaped once
+        it has stayed a zombie for a while (a daemon that left its group).
+        """
+        now = time.monotonic()
+        seen: dict[tuple[int, int], float] = {}
+        for pid in machine.own_children():
+            if pid in self._watched_pids:
+                continue
+            st = machine.proc_stat(pid)
+            if st is None or st.state != "Z":
+                continue
+            ours = pid in self._condemned or st.pgid in self._groups or st.sid in self._groups
+            if not ours:
+                key = (pid, st.start_time)
+                first = self._zombies_seen.get(key, now)
+                if now - first < _FOREIGN_ZOMBIE_SECONDS:
+                    seen[key] = first
+                    continue
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            self._condemned.discard(pid)
+        self._zombies_seen = seen
+
+    # -- background upkeep -----------------------------------------------------------
+
+    async def _housekeeping(self) -> None:
+        last_gc = float("-inf")
+        while True:
+            await trio.sleep(1.0)
+            self._reap_orphans()
+            if time.monotonic() - last_gc >= 30.0:
+                last_gc = time.monotonic()
+                live = set(self._live)
+                await trio.to_thread.run_sync(self.collect_garbage, live)
+
+    def collect_garbage(self, live: set[str] | None = None) -> int:
+        """Remove sandboxes of ended tasks beyond the age and count limits; returns how many."""
+        live = set(self._live) if live is None else live
+        entries = []
+        try:
+            for e in os.scandir(self.sandboxes):
+                if e.name not in live and e.is_dir(follow_symlinks=False):
+                    entries.append((e.stat(follow_symlinks=False).st_mtime, e.path))
+        except FileNotFoundError:
+            return 0
+        entries.sort(reverse=True)
+        cutoff = time.time() - self._sandbox_max_age
+        removed = 0
+        for i, (mtime, path) in enumerate(entries):
+            if i >= self._sandbox_max_count or mtime < cutoff:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
+    # -- running, recovering, stopping -------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.sandboxes.mkdir(parents=True, exist_ok=True)
+        self.checkpoint.ensure()
+        if not machine.become_child_subreaper():
+            log.warning("subreaper unavailable: orphaned task processes go to PID 1")
+        machine.raise_nofile_limit()
+        self._detect_cgroups()
+        # The per-task work runs in a shielded scope: when we are cancelled,
+        # it must keep running while the shutdown kills the tasks gracefully.
+        work_scope = trio.CancelScope(shield=True)
+        async with trio.open_nursery() as outer:
+            await outer.start(self._work, work_scope)
+            task_status.started()
+            try:
+                await trio.sleep_forever()
+            finally:
+                with trio.CancelScope(shield=True):
+                    await self._shutdown()
+                    work_scope.cancel()
+
+    async def _work(self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
+        with scope:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    nursery.start_soon(self._outbox.pump)
+                    await self._recover()
+                    nursery.start_soon(self._housekeeping)
+                    nursery.start_soon(self._sweeper)
+                    task_status.started()
+            finally:
+                self._nursery = None
+
+    def _detect_cgroups(self) -> None:
+        if self._cgroups_mode == "off":
+            log.info("cgroups off by configuration: tasks run without cpu/memory limits")
+            return
+        self.cgroups, why = detect(f"marathon-{self.agent_id}")
+        if self.cgroups is None:
+            log.warning("cgroups unavailable (%s): tasks run without cpu/memory limits", why)
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        if self._nursery is None:
+            return  # the work nursery already ended (it crashed)
+        if self._kill_on_exit and self._live:
+            tasks = list(self._live.values())
+            self.kill([t.launch.task_id for t in tasks])
+            bound = max(t.launch.kill_grace_seconds for t in tasks) + 2.0
+            with trio.move_on_after(bound):
+                for t in tasks:
+                    await t.exited.wait()
+            for t in self._live.values():
+                log.warning("task_not_stopped task_id=%s pid=%s", t.launch.task_id, t.pid)
+                self._kill_tree(t, signal.SIGKILL)
+        if self.cgroups is not None and not self._live:
+            self.cgroups.remove_bases()
+
+    async def _recover(self) -> None:
+        """Re-adopt checkpointed tasks that still run; report and clean up the rest."""
+        buried: list[tuple[TaskCheckpoint, str]] = []
+        for rec in self.checkpoint.load_all():
+            pidfd, why = examine(rec, self._boot_id)
+            if pidfd is None:
+                buried.append((rec, why))
+            else:
+                self._adopt(rec, pidfd)
+        # Processes of tasks we do not run: what dead tasks left behind, and
+        # tasks spawned just before a crash, before their record was written.
+        unrecorded = []
+        recorded = {r.launch.task_id for r, _ in buried}
+        for task_id, pids in machine.task_processes(self.sandboxes).items():
+            if task_id not in self._live:
+                kill_pids(pids)
+                if task_id not in recorded:
+                    unrecorded.append(task_id)
+        stale = [r.cgroup for r, _ in buried if r.cgroup is not None]
+        if self.cgroups is not None:
+            stale += self.cgroups.stale(set(self._live))
+        for cg in stale:
+            for _ in range(100):
+                Cgroups.kill_all(cg)
+                if Cgroups.remove(cg):
+                    break
+                await trio.sleep(0.01)
+        for rec, why in buried:
+            t = _Task(rec.launch, Path(rec.sandbox))
+            t.state_ts = rec.staged_at
+            self._take(t)  # so that _terminal reports, releases and forgets it
+            self._terminal(t, "TASK_FAILED", why, "REASON_EXECUTOR_TERMINATED")
+        for task_id in unrecorded:
+            status = TaskStatus(
+                task_id=task_id, state="TASK_FAILED", agent_id=self.agent_id,
+                message=LAUNCH_INTERRUPTED_MESSAGE, reason="REASON_EXECUTOR_TERMINATED",
+                timestamp=self._time_ms(),
+            )
+            self._done[task_id] = status
+            self._emit_status(status)
+            log.info("task_exited task_id=%s pid=None state=TASK_FAILED exit_code=None "
+                     "message=%r", task_id, LAUNCH_INTERRUPTED_MESSAGE)
+
+    def _adopt(self, rec: TaskCheckpoint, pidfd: int) -> None:
+        """Take over a task that outlived the previous agent process."""
+        assert rec.pid is not None
+        t = _Task(rec.launch, Path(rec.sandbox))
+        t.pid, t.pgid, t.start_time, t.pidfd = rec.pid, rec.pgid, rec.start_time, pidfd
+        t.cgroup, t.adopted = rec.cgroup, True
+        t.state, t.state_ts = "TASK_RUNNING", rec.running_since or rec.staged_at
+        t.spawned.set()
+        self._take(t)
+        self._watched_pids.add(rec.pid)
+        if rec.pgid is not None:
+            self._remember_group(rec.pgid)
+        self._running().start_soon(self._supervise, t)
+        log.info("task_readopted task_id=%s pid=%d", rec.launch.task_id, rec.pid)
+
+
+def _reap_leader(t: _Task) -> int | None:
+    """Exit code of the task's exited leader (negative: signal); None if unknowable.
+
+    Non-blocking: only called once its pidfd says it has exited.
+    """
+    if t.popen is not None:
+        return t.popen.wait()
+    # Adopted after a restart: not our child, unless we happened to be the
+    # subreaper it was re-parented to.
+    try:
+        pid, status = os.waitpid(t.pid, os.WNOHANG)  # type: ignore[arg-type]
+    except ChildProcessError:
+        return None
+    return os.waitstatus_to_exitcode(status) if pid else None
+
+
+# -- how a task is started -----------------------------------------------------------
+
+
+def task_env(launch: TaskLaunch, sandbox: Path) -> dict[str, str]:
+    """The task's environment: exactly what Marathon built, plus what Mesos adds.
+
+    PATH, HOME, LANG and TZ come from the agent only if Marathon did not set
+    them; the agent's own environment is otherwise not inherited.
+    """
+    env = dict(launch.env)
+    for key in _PASSTHROUGH_ENV:
+        if key not in env and key in os.environ:
+            env[key] = os.environ[key]
+    env.setdefault("PATH", DEFAULT_PATH)
+    env["MESOS_SANDBOX"] = str(sandbox)
+    env["MESOS_TASK_ID"] = launch.task_id
+    return env
+
+
+def _command(launch: TaskLaunch, env: dict[str, str], sandbox: Path) -> tuple[list[str], str | None]:
+    """(argv, executable) for Popen; SpawnError if there is nothing to run."""
+    if launch.shell:
+        if not launch.command:
+            raise SpawnError("Failed to launch task: the task has no command")
+        return ["/bin/sh", "-c", launch.command], "/bin/sh"
+    if not launch.argv:
+        raise SpawnError("Failed to launch task: the task has no arguments to run")
+    exe = launch.argv[0]
+    if "/" in exe:
+        path = exe if os.path.isabs(exe) else str(sandbox / exe)
+        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+            raise SpawnError(f"Failed to launch task: '{exe}' is not an executable file")
+        return list(launch.argv), path
+    found = shutil.which(exe, path=env["PATH"])
+    if found is None:
+        raise SpawnError(f"Failed to launch task: executable '{exe}' not found in PATH ({env['PATH']})")
+    return list(launch.argv), found
+
+
+def _user_options(user: str | None, sandbox: Path) -> dict[str, object]:
+    """Popen options to run as `user` (which costs the vfork fast path)."""
+    if not user:
+        return {}
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise SpawnError(f"Failed to launch task: unknown user '{user}'") from None
+    if pw.pw_uid == os.geteuid():
+        return {}
+    if os.geteuid() != 0:
+        raise SpawnError(f"Failed to launch task: cannot run as '{user}': the agent is not root")
+    for path in (sandbox, sandbox / "stdout", sandbox / "stderr"):
+        if not path.exists():
+            path.touch()
+        os.chown(path, pw.pw_uid, pw.pw_gid)
+    return {"user": pw.pw_uid, "group": pw.pw_gid,
+            "extra_groups": os.getgrouplist(user, pw.pw_gid)}
+
+
+def _describe(rc: int) -> str:
+    if rc >= 0:
+        return f"Command exited with status {rc}"
+    try:
+        name = signal.Signals(-rc).name
+    except ValueError:
+        name = f"signal {-rc}"
+    return f"Command terminated with signal {name}"

@@ -1,0 +1,29 @@
+"""What the API handlers are given: the services, and the config they need."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..config import Config
+from ..services.deployments import DeploymentManager
+from ..services.events import EventBus
+from ..services.groups import GroupManager
+from ..services.instances import InstanceTracker
+from ..services.launch_queue import LaunchQueue
+from ..storage.repository import StateRepository
+
+
+@dataclass
+class ApiContext:
+    config: Config
+    groups: GroupManager
+    tracker: InstanceTracker
+    deployments: DeploymentManager
+    launch_queue: LaunchQueue
+    bus: EventBus
+    repo: StateRepository
+    time_ms: Callable[[], int]
+    started_ms: int = 0
+    # (app id, version) -> canonical app JSON; apps are immutable per version.
+    app_json_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)

@@ -1,0 +1,128 @@
+"""System endpoints: `/ping`, `/v2/info`, `/v2/leader`, `/` and the OpenAPI document."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from .._version import MARATHON_API_VERSION, __version__
+from ._context import ApiContext
+from ._http import json_response
+
+
+def _accepts(request: Request) -> str | None:
+    """Pick the /ping representation: text/plain for */* (SPEC.md 1.14)."""
+    accept = request.headers.get("accept", "*/*")
+    offered = [a.split(";")[0].strip().lower() for a in accept.split(",") if a.strip()]
+    for media in offered:
+        if media in ("*/*", "text/plain", "text/*"):
+            return "text/plain"
+        if media == "text/html":
+            return "text/html"
+        if media == "application/json":
+            return "application/json"
+    return None
+
+
+async def ping(request: Request) -> Response:
+    media = _accepts(request)
+    if media is None:
+        return Response(status_code=204)
+    if media == "application/json":
+        return json_response("pong")
+    return Response("pong", media_type=media)
+
+
+def info_json(ctx: ApiContext) -> dict:
+    cfg = ctx.config
+    return {
+        "name": "marathon",
+        "version": MARATHON_API_VERSION,
+        "buildref": f"marathon-trio {__version__}",
+        "elected": True,
+        "leader": cfg.leader_address,
+        "frameworkId": None,
+        "marathon_config": {
+            "access_control_allow_origin": cfg.access_control_allow_origin,
+            "checkpoint": True,
+            "decline_offer_duration": 120000,
+            "default_network_name": cfg.default_network_name,
+            "env_vars_prefix": cfg.env_vars_prefix,
+            "executor": "//cmd",
+            "failover_timeout": 604800,
+            "features": sorted(cfg.features),
+            "framework_name": cfg.framework_name,
+            "ha": False,
+            "hostname": cfg.hostname,
+            "launch_token": 100,
+            "launch_token_refresh_interval": 30000,
+            "leader_proxy_connection_timeout_ms": 5000,
+            "leader_proxy_read_timeout_ms": 10000,
+            "local_port_max": cfg.local_port_max,
+            "local_port_min": cfg.local_port_min,
+            "master": cfg.master,
+            "max_instances_per_offer": 5,
+            "mesos_bridge_name": cfg.mesos_bridge_name,
+            "mesos_heartbeat_failure_threshold": 5,
+            "mesos_heartbeat_interval": 15000,
+            "mesos_leader_ui_url": None,
+            "mesos_role": cfg.mesos_role,
+            "mesos_user": None,
+            "new_group_enforce_role": cfg.new_group_enforce_role,
+            "min_revive_offers_interval": 5000,
+            "offer_matching_timeout": 3000,
+            "on_elected_prepare_timeout": 180000,
+            "reconciliation_initial_delay": cfg.reconciliation_initial_delay,
+            "reconciliation_interval": cfg.reconciliation_interval,
+            "scale_apps_initial_delay": cfg.scale_apps_initial_delay,
+            "scale_apps_interval": cfg.scale_apps_interval,
+            "store_cache": True,
+            "task_launch_confirm_timeout": cfg.task_launch_confirm_timeout,
+            "task_launch_timeout": cfg.task_launch_timeout,
+            "task_lost_expunge_initial_delay": 300000,
+            "task_lost_expunge_interval": 30000,
+            "task_reservation_timeout": 20000,
+            "webui_url": cfg.webui_url,
+            "maintenance_mode": True,
+        },
+        "zookeeper_config": {
+            "zk": None,
+            "zk_compression": True,
+            "zk_compression_threshold": cfg.zk_compression_threshold,
+            "zk_connection_timeout": 10000,
+            "zk_max_node_size": cfg.zk_max_node_size,
+            "zk_max_versions": cfg.zk_max_versions,
+            "zk_session_timeout": 10000,
+            "zk_timeout": 10000,
+        },
+        "http_config": {"http_port": cfg.http_port, "https_port": None},
+    }
+
+
+async def info(request: Request) -> Response:
+    return json_response(info_json(request.app.state.ctx))
+
+
+async def leader(request: Request) -> Response:
+    ctx: ApiContext = request.app.state.ctx
+    return json_response({"leader": ctx.config.leader_address})
+
+
+async def root(request: Request) -> Response:
+    return RedirectResponse("/ui/", status_code=302)
+
+
+async def openapi(request: Request) -> Response:
+    from .openapi import document
+
+    return json_response(document(request.app.state.openapi_routes))
+
+
+routes = [
+    Route("/ping", ping, methods=["GET", "HEAD"]),
+    Route("/v2/info", info, methods=["GET"]),
+    Route("/v2/leader", leader, methods=["GET"]),
+    Route("/", root, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+]

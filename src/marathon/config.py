@@ -1,0 +1,177 @@
+"""Every server flag, parsed once into a frozen `Config`.
+
+Flags use Marathon's names (`--http_port`, `--zk`, `--mesos_role`, ...); each
+is also accepted in dashed form (`--http-port`) and as an environment variable
+`MARATHON_<FLAG>` (SPEC.md 10).  Boolean toggles are `--x` / `--disable_x`.
+Durations keep Marathon's units (milliseconds for flags).  Flags of our own
+(data directory, embedded agent resources, placement strategy) follow the
+same conventions.  Services are handed only the part they need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import platformdirs
+
+FEATURES = frozenset({"vips", "task_killing", "external_volumes", "secrets", "gpu_resources"})
+
+
+class ConfigError(ValueError):
+    """An invalid flag value; the CLI exits with 112 (Marathon's code)."""
+
+
+def _default_hostname() -> str:
+    name = socket.gethostname()
+    try:
+        socket.getaddrinfo(name, None)
+    except OSError:
+        return "127.0.0.1"
+    return name
+
+
+@dataclass(frozen=True)
+class Config:
+    """The server's configuration.  Field names are the flag names."""
+
+    # -- core -----------------------------------------------------------------
+    master: str = field(default="local", metadata={"help": "Where tasks run: 'local' (the embedded agent on this machine) or 'sim://<agents>[?cpus=..&mem=..&start_delay=..]' (simulated agents, for benchmarks)."})
+    hostname: str = field(default_factory=_default_hostname, metadata={"help": "Advertised hostname (leader info, the embedded agent's HOST)."})
+    framework_name: str = field(default="marathon", metadata={"help": "Framework name reported in /v2/info."})
+    mesos_role: str = field(default="*", metadata={"help": "Default role of services outside role-enforcing groups."})
+    new_group_enforce_role: str = field(default="off", metadata={"help": "off | top: whether new top-level groups enforce their role."})
+    accepted_resource_roles_default_behavior: str = field(default="any", metadata={"help": "any | unreserved | reserved: offers accepted when an app sets no acceptedResourceRoles."})
+    local_port_min: int = field(default=10000, metadata={"help": "Lowest service port assigned to apps."})
+    local_port_max: int = field(default=20000, metadata={"help": "Highest service port assigned to apps."})
+    enable_features: str = field(default="", metadata={"help": "Comma-separated features: vips, task_killing, external_volumes, secrets, gpu_resources."})
+    default_network_name: str | None = field(default=None, metadata={"help": "Network name given to container networks that name none."})
+    mesos_bridge_name: str = field(default="mesos-bridge", metadata={"help": "Name of the bridge network."})
+    env_vars_prefix: str | None = field(default=None, metadata={"help": "Prefix for the PORT*/HOST variables of tasks."})
+    max_running_deployments: int = field(default=100, metadata={"help": "More deployments than this at once are refused with 403."})
+    task_launch_timeout: int = field(default=300000, metadata={"help": "ms a task may stay STAGING/STARTING before it is killed."})
+    task_launch_confirm_timeout: int = field(default=300000, metadata={"help": "ms a launched task may stay without any status before it is killed."})
+    reconciliation_initial_delay: int = field(default=15000, metadata={"help": "ms before the first reconciliation with the agents."})
+    reconciliation_interval: int = field(default=600000, metadata={"help": "ms between reconciliations with the agents."})
+    scale_apps_initial_delay: int = field(default=15000, metadata={"help": "ms before the first periodic scale check."})
+    scale_apps_interval: int = field(default=300000, metadata={"help": "ms between periodic scale checks."})
+    kill_retry_timeout: int = field(default=30000, metadata={"help": "ms after which an unconfirmed kill is sent again."})
+    event_stream_max_outstanding_messages: int = field(default=1024, metadata={"help": "Events buffered per /v2/events client before it is disconnected."})
+    webui_url: str | None = field(default=None, metadata={"help": "URL of the web UI reported in /v2/info."})
+
+    # -- storage -----------------------------------------------------------------
+    data_dir: str = field(default_factory=lambda: platformdirs.user_data_dir("marathon"), metadata={"help": "Directory of durable local state (the SQLite store, the embedded agent's sandboxes)."})
+    store: str = field(default="sqlite", metadata={"help": "State backend: sqlite (in --data_dir) | memory (nothing survives a restart)."})
+    zk_max_versions: int = field(default=50, metadata={"help": "Versions kept per app and root group."})
+    zk_compression_threshold: int = field(default=65536, metadata={"help": "Stored values above this many bytes are compressed."})
+    zk_max_node_size: int = field(default=1024000, metadata={"help": "Stored values above this many bytes are refused."})
+
+    # -- http -----------------------------------------------------------------
+    http_address: str = field(default="127.0.0.1", metadata={"help": "Address the HTTP API binds to."})
+    http_port: int = field(default=8080, metadata={"help": "Port of the HTTP API."})
+    http_max_concurrent_requests: int | None = field(default=None, metadata={"help": "Requests beyond this many at once get 503."})
+    access_control_allow_origin: str | None = field(default=None, metadata={"help": "Comma-separated CORS origins."})
+
+    # -- embedded agent and placement (ours) ----------------------------------
+    agent_resources: str | None = field(default=None, metadata={"help": "Embedded agent resources, Mesos style 'cpus:4;mem:8192;disk:10000' (default: detected)."})
+    agent_ports: str = field(default="31000-32000", metadata={"help": "Embedded agent host port ranges, e.g. '31000-32000,33000-33100'."})
+    agent_attributes: str | None = field(default=None, metadata={"help": "Embedded agent attributes 'rack:r1;zone_id:3' (used by constraints)."})
+    agent_cgroups: str = field(default="auto", metadata={"help": "auto | off: cpu/memory limits of tasks through cgroups."})
+    placement_strategy: str = field(default="binpack", metadata={"help": "binpack | spread | firstfit (an app may override it with the label MARATHON_PLACEMENT_STRATEGY)."})
+    launch_batch_size: int = field(default=20000, metadata={"help": "Most instances placed and launched in one scheduling pass."})
+
+    # -- logging ------------------------------------------------------------
+    logging_level: str = field(default="info", metadata={"help": "off | error | warn | info | debug | trace."})
+
+    # -- derived views ----------------------------------------------------------
+
+    @property
+    def features(self) -> frozenset[str]:
+        return frozenset(f.strip() for f in self.enable_features.split(",") if f.strip())
+
+    @property
+    def leader_address(self) -> str:
+        return f"{self.hostname}:{self.http_port}"
+
+    def validate(self) -> None:
+        unknown = self.features - FEATURES
+        if unknown:
+            raise ConfigError(f"Unknown features specified: {', '.join(sorted(unknown))}")
+        if self.new_group_enforce_role not in ("off", "top"):
+            raise ConfigError("--new_group_enforce_role must be off or top")
+        if self.accepted_resource_roles_default_behavior not in ("any", "unreserved", "reserved"):
+            raise ConfigError("--accepted_resource_roles_default_behavior must be any, unreserved or reserved")
+        if self.placement_strategy not in ("binpack", "spread", "firstfit"):
+            raise ConfigError("--placement_strategy must be binpack, spread or firstfit")
+        if self.store not in ("sqlite", "memory"):
+            raise ConfigError("--store must be sqlite or memory")
+        if not 0 < self.local_port_min <= self.local_port_max <= 65535:
+            raise ConfigError("--local_port_min/--local_port_max must form a port range")
+        if self.master != "local" and not self.master.startswith("sim://"):
+            raise ConfigError(
+                f"--master {self.master}: use 'local' (the embedded agent) or 'sim://<agents>' (simulated agents)"
+            )
+
+    def as_flags(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def _bool_fields() -> set[str]:
+    return {f.name for f in fields(Config) if f.type in ("bool", bool)}
+
+
+def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """Add every Config flag (both spellings) to `parser`."""
+    parser = parser or argparse.ArgumentParser(prog="marathon serve")
+    for f in fields(Config):
+        names = [f"--{f.name}"]
+        if "_" in f.name:
+            names.append(f"--{f.name.replace('_', '-')}")
+        help_text = f.metadata.get("help", "")
+        if f.name in _bool_fields():
+            parser.add_argument(*names, dest=f.name, action="store_true", default=None, help=help_text)
+            parser.add_argument(f"--disable_{f.name}", dest=f.name, action="store_false", help=argparse.SUPPRESS)
+        else:
+            default = f.default if not callable(f.default_factory) else "(computed)"  # type: ignore[misc]
+            parser.add_argument(*names, dest=f.name, default=None, metavar=f.name.upper(), help=f"{help_text} [default: {default}]")
+    return parser
+
+
+def _convert(name: str, raw: Any) -> Any:
+    f = next(f for f in fields(Config) if f.name == name)
+    tp = str(f.type)
+    if raw is None or isinstance(raw, bool):
+        return raw
+    if tp.startswith("int"):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"--{name}: '{raw}' is not an integer") from None
+    return str(raw)
+
+
+def from_args(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Parse flags and `MARATHON_*` environment variables into a validated Config."""
+    environ = os.environ if environ is None else environ
+    ns = build_parser().parse_args(argv)
+    values: dict[str, Any] = {}
+    for f in fields(Config):
+        cli = getattr(ns, f.name)
+        env_name = f"MARATHON_{f.name.upper()}"
+        env = environ.get(env_name)
+        if cli is not None and env is not None:
+            raise ConfigError(f"--{f.name} is given both as a flag and as {env_name}")
+        if cli is not None:
+            values[f.name] = _convert(f.name, cli)
+        elif env is not None:
+            if f.name in _bool_fields():
+                values[f.name] = env.lower() not in ("false", "0", "no")
+            else:
+                values[f.name] = _convert(f.name, env)
+    config = Config(**values)
+    config.validate()
+    return config

@@ -1,0 +1,327 @@
+"""Deployment planning: (current root, target root) -> the steps between them.
+
+Pure and deterministic (SPEC.md 4.1-4.2, 2.9, 8.4).  The groups service calls,
+in this order: `assign_service_ports`, `stamp_versions`, `validate_root`,
+`compute_plan`.  Time and ids come in as arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from msgspec import UNSET, structs
+
+from .errors import IllegalArgument, ValidationFailed, Violation
+from .models import pathid
+from .models.app import AppDefinition, VersionInfo, config_differs
+from .models.deployment import DeploymentAction, DeploymentPlan, DeploymentStep
+from .models.group import Group, map_apps
+
+# -- service ports (SPEC.md 8.4) ------------------------------------------------
+
+
+def _service_ports(app: AppDefinition) -> list[int]:
+    return app.service_ports
+
+
+def _with_service_ports(app: AppDefinition, ports: list[int]) -> AppDefinition:
+    if app.host_networking:
+        defs = [structs.replace(d, port=p) for d, p in zip(app.port_definitions or [], ports, strict=True)]  # type: ignore[arg-type]
+        return structs.replace(app, port_definitions=defs)
+    container = app.container
+    maps = [structs.replace(m, service_port=p) for m, p in zip(container.port_mappings or [], ports, strict=True)]  # type: ignore[union-attr, arg-type]
+    return structs.replace(app, container=structs.replace(container, port_mappings=maps))  # type: ignore[arg-type]
+
+
+def assign_service_ports(
+    original: Group, target: Group, *, port_min: int = 10000, port_max: int = 20000
+) -> Group:
+    """Replace every service port 0 of new or changed apps by a free port.
+
+    Preference: ports the same app had before (in range, not explicitly used
+    by its new definition), then the lowest port in range that no app of the
+    old or new root uses.  Unchanged apps keep their ports.
+    """
+    old_apps = original.app_map()
+    new_apps = target.app_map()
+    used: set[int] = set()
+    for a in list(old_apps.values()) + list(new_apps.values()):
+        used.update(p for p in _service_ports(a) if p)
+
+    to_assign = [a for a in new_apps.values() if 0 in _service_ports(a)]
+    if not to_assign:
+        return target
+    free_iter = (p for p in range(port_min, port_max + 1) if p not in used)
+    assigned: dict[str, AppDefinition] = {}
+    for app in sorted(to_assign, key=lambda a: a.id):
+        ports = _service_ports(app)
+        old = old_apps.get(app.id)
+        explicit = {p for p in ports if p}
+        reusable = [p for p in (_service_ports(old) if old else []) if port_min <= p <= port_max and p not in explicit]
+        new_ports = []
+        for p in ports:
+            if p:
+                new_ports.append(p)
+                continue
+            if reusable:
+                new_ports.append(reusable.pop(0))
+                continue
+            nxt = next(free_iter, None)
+            if nxt is None:
+                raise IllegalArgument(f"All ports in the range [{port_min}-{port_max}) are already in use")
+            used.add(nxt)
+            new_ports.append(nxt)
+        assigned[app.id] = _with_service_ports(app, new_ports)
+    return map_apps(target, lambda a: assigned.get(a.id, a))
+
+
+# -- versioning (SPEC.md 2.9) ---------------------------------------------------
+
+
+def stamp_versions(
+    original: Group, target: Group, version: str, *, restart: Iterable[str] = ()
+) -> Group:
+    """Give every app of `target` its version and versionInfo for an update at `version`."""
+    old_apps = original.app_map()
+    restart_ids = set(restart)
+
+    def stamp(app: AppDefinition) -> AppDefinition:
+        old = old_apps.get(app.id)
+        if old is None:
+            info = VersionInfo(last_scaling_at=version, last_config_change_at=version)
+            return structs.replace(app, version=version, version_info=info)
+        old_info = old.version_info if old.version_info is not UNSET else VersionInfo(
+            last_scaling_at=old.version or version, last_config_change_at=old.version or version  # type: ignore[arg-type]
+        )
+        if app.id in restart_ids:
+            info = structs.replace(old_info, last_config_change_at=version)  # type: ignore[arg-type]
+            return structs.replace(app, version=version, version_info=info)
+        if config_differs(old, app):
+            info = VersionInfo(last_scaling_at=version, last_config_change_at=version)
+            return structs.replace(app, version=version, version_info=info)
+        if old.instances != app.instances:
+            info = structs.replace(old_info, last_scaling_at=version)  # type: ignore[arg-type]
+            return structs.replace(app, version=version, version_info=info)
+        return structs.replace(app, version=old.version, version_info=old_info)
+
+    return map_apps(target, stamp)
+
+
+# -- whole-root validation --------------------------------------------------------
+
+
+def app_dependencies(root: Group) -> dict[str, set[str]]:
+    """app id -> ids of the apps it depends on (group dependencies inherited and expanded)."""
+    groups = {g.id: g for g in root.transitive_groups()}
+
+    def expand(dep: str) -> set[str]:
+        if root.app(dep) is not None:
+            return {dep}
+        g = groups.get(dep)
+        return {a.id for a in g.transitive_apps()} if g else set()
+
+    result: dict[str, set[str]] = {}
+    for app in root.transitive_apps():
+        deps: set[str] = set()
+        for d in app.dependencies:
+            deps |= expand(d)
+        for anc in pathid.ancestors(app.id):
+            g = groups.get(anc)
+            if g:
+                for d in g.dependencies:
+                    deps |= expand(d)
+        deps.discard(app.id)
+        result[app.id] = deps
+    return result
+
+
+def dependency_depths(deps: Mapping[str, set[str]]) -> dict[str, int]:
+    """Length of the longest dependency path starting at each app; raises on cycles."""
+    depth: dict[str, int] = {}
+    visiting: set[str] = set()
+
+    def visit(a: str) -> int:
+        if a in depth:
+            return depth[a]
+        if a in visiting:
+            raise ValidationFailed([Violation("/", "Dependency graph has cyclic dependencies.")])
+        visiting.add(a)
+        d = 1 + max((visit(b) for b in deps.get(a, ()) if b in deps), default=0)
+        visiting.discard(a)
+        depth[a] = d
+        return d
+
+    for a in sorted(deps):
+        visit(a)
+    return depth
+
+
+def validate_root(root: Group) -> None:
+    """Rules over the whole tree: id clashes, membership, dependency cycles."""
+    violations: list[Violation] = []
+    for g in root.transitive_groups():
+        for app_id in g.apps:
+            if pathid.parent(app_id) != g.id:
+                violations.append(Violation(f"/apps({app_id})", f"Identifier is not child of '{g.id}'"))
+            if app_id in g.groups:
+                violations.append(
+                    Violation("/", "Groups and Applications may not have the same identifier.")
+                )
+        for child_id in g.groups:
+            if pathid.parent(child_id) != g.id:
+                violations.append(Violation(f"/groups({child_id})", f"Identifier is not child of '{g.id}'"))
+    if violations:
+        raise ValidationFailed(violations)
+    dependency_depths(app_dependencies(root))
+
+
+# -- the plan (SPEC.md 4.2) -------------------------------------------------------
+
+
+def compute_plan(
+    original: Group,
+    target: Group,
+    *,
+    plan_id: str,
+    version: str,
+    original_version: str,
+    target_version: str,
+    to_kill: Mapping[str, list[str]] | None = None,
+) -> DeploymentPlan:
+    to_kill = to_kill or {}
+    old_apps = original.app_map()
+    new_apps = target.app_map()
+    steps: list[DeploymentStep] = []
+
+    stops = [DeploymentAction(action="StopApplication", app=a) for a in sorted(old_apps) if a not in new_apps]
+    if stops:
+        steps.append(DeploymentStep(actions=stops))
+    starts = [
+        DeploymentAction(action="StartApplication", app=a, scale_to=0)
+        for a in sorted(new_apps) if a not in old_apps
+    ]
+    if starts:
+        steps.append(DeploymentStep(actions=starts))
+
+    depths = dependency_depths(app_dependencies(target))
+    layers: dict[int, list[DeploymentAction]] = {}
+    for app_id in sorted(new_apps):
+        action = _action_for(old_apps.get(app_id), new_apps[app_id], to_kill.get(app_id, []))
+        if action is not None:
+            layers.setdefault(depths.get(app_id, 1), []).append(action)
+    for depth in sorted(layers):
+        steps.append(DeploymentStep(actions=layers[depth]))
+
+    return DeploymentPlan(
+        id=plan_id,
+        version=version,
+        original_version=original_version,
+        target_version=target_version,
+        steps=steps,
+    )
+
+
+def _action_for(old: AppDefinition | None, new: AppDefinition, to_kill: list[str]) -> DeploymentAction | None:
+    if old is None:
+        return DeploymentAction(action="ScaleApplication", app=new.id, scale_to=new.instances)
+    if old == new and not to_kill:
+        return None
+    old_info, new_info = old.version_info, new.version_info
+    config_changed = (
+        old_info is UNSET
+        or new_info is UNSET
+        or old_info.last_config_change_at != new_info.last_config_change_at  # type: ignore[union-attr]
+    )
+    if new.instances == 0 or not config_changed:
+        return DeploymentAction(action="ScaleApplication", app=new.id, scale_to=new.instances, to_kill=list(to_kill))
+    return DeploymentAction(action="RestartApplication", app=new.id)
+
+
+# -- scaling proposition (SPEC.md 4.6) ------------------------------------------
+
+_KILL_WEIGHT = {"Unreachable": 1, "Staging": 2, "Starting": 3, "Running": 4}
+
+
+def _kill_key(inst, youngest_first: bool):  # type: ignore[no-untyped-def]
+    """Sort key: lower sorts first = killed first."""
+    cond = inst.state.condition
+    weight = _KILL_WEIGHT.get(cond, 5)
+    task = inst.task
+    if cond == "Staging":
+        ts = task.staged_at if task else None
+    elif cond == "Starting":
+        ts = inst.state.since
+    else:
+        ts = inst.state.active_since
+    if ts is None:
+        # Without a timestamp an instance is killed first within its weight.
+        return (weight, 0, 0)
+    return (weight, 1, -ts if youngest_first else ts)
+
+
+def scaling_proposition(instances, scale_to: int, *, sentenced=(), kill_selection: str = "YOUNGEST_FIRST"):  # type: ignore[no-untyped-def]
+    """Which instances to decommission and how many to start to reach `scale_to`.
+
+    `instances` are all instances of the app; only those with goal Running and
+    not UnreachableInactive form the running set.  Returns
+    `(to_decommission: list[Instance], to_start: int)`.
+    """
+    running = [
+        i for i in instances
+        if i.state.goal == "Running" and i.state.condition != "UnreachableInactive"
+    ]
+    sentenced_ids = set(sentenced)
+    condemned = [i for i in running if i.instance_id in sentenced_ids]
+    count = max(len(running) - scale_to, len(condemned))
+    rest = sorted(
+        (i for i in running if i.instance_id not in sentenced_ids),
+        key=lambda i: _kill_key(i, kill_selection == "YOUNGEST_FIRST"),
+    )
+    victims = (condemned + rest)[:count]
+    to_start = max(0, scale_to - len(running) + count)
+    return victims, to_start
+
+
+def kill_queue(old_active, considered_healthy):  # type: ignore[no-untyped-def]
+    """Old instances in kill order: those not considered healthy first (stable)."""
+    return sorted(old_active, key=lambda i: 1 if considered_healthy(i) else 0)
+
+
+# -- rolling restart arithmetic (SPEC.md 4.4) ------------------------------------
+
+
+def restart_capacity(
+    *,
+    instances: int,
+    minimum_health_capacity: float,
+    maximum_over_capacity: float,
+    healthy: int,
+    current: int,
+    resident: bool = False,
+) -> tuple[int, int]:
+    """`(kill_now, max_capacity)` at the start of a RestartApplication.
+
+    `instances` is N, `healthy` is H (goal-Running instances considered
+    healthy), `current` is the number of instances of the app.
+    """
+    import math
+
+    n = instances
+    # Round away float noise first: 10 * 0.7 must be 7, not 7.000000000000001.
+    min_healthy = math.ceil(round(n * minimum_health_capacity, 9))
+    max_capacity = math.floor(round(n * (1 + maximum_over_capacity), 9))
+    kill_now = max(0, healthy - min_healthy)
+    if min_healthy == max_capacity and max_capacity <= healthy:
+        if resident:
+            kill_now = healthy - min_healthy + 1
+        else:
+            max_capacity += 1
+    if n < current:
+        kill_now = max(current - n, kill_now)
+    return kill_now, max_capacity
+
+
+def restart_starts(*, instances: int, max_capacity: int, old_active: int, started: int) -> int:
+    """How many new instances may be launched now (SPEC.md 4.4 step 2)."""
+    left = max(0, max_capacity - old_active - started)
+    return min(max(0, instances - started), left)

@@ -1,0 +1,304 @@
+"""The composition root: builds every service from the config and runs them.
+
+Start order (each service reports readiness through `nursery.start`):
+the cluster driver (which recovers tasks that outlived a previous process),
+state loaded from the store, the instance tracker, the status pump, the
+deployments service, the scheduler, reconciliation (before anything is
+replaced), the stored deployments resumed, and finally the HTTP API.  The
+root nursery owns them all; cancelling it (SIGINT/SIGTERM) stops everything,
+and the embedded agent stops its tasks.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import trio
+from msgspec import UNSET
+
+from . import matching
+from .api import build_app
+from .api._context import ApiContext
+from .cluster import ClusterDriver
+from .cluster.local import LocalDriver
+from .cluster.sim import SimDriver, parse_sim_master
+from .config import Config
+from .instance_update import StatusUpdate
+from .models.agent import Attribute, PortRange
+from .models.app import UnreachableEnabled
+from .models.instance import TaskStatus, parse_task_id
+from .models.resources import Resources
+from .services.deployments import DeploymentManager
+from .services.events import EventBus
+from .services.groups import GroupManager, GroupsConfig
+from .services.instances import InstanceTracker
+from .services.launch_queue import LaunchQueue
+from .services.reconciler import Reconciler, ReconcilerConfig
+from .services.scheduler import Scheduler
+from .storage import Store, open_store
+from .storage.repository import StateRepository
+
+log = logging.getLogger("marathon.server")
+
+STATUS_BATCH = 5000
+
+
+def wall_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def parse_resources(text: str) -> Resources:
+    """Mesos-style `cpus:4;mem:8192;disk:10000;gpus:0`."""
+    values: dict[str, float] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, _, value = part.partition(":")
+        values[name.strip()] = float(value)
+    return Resources.of(
+        cpus=values.get("cpus", 0.0), mem=values.get("mem", 0.0), disk=values.get("disk", 0.0), gpus=int(values.get("gpus", 0))
+    )
+
+
+def parse_port_ranges(text: str) -> list[PortRange]:
+    ranges = []
+    for part in text.strip("[]").split(","):
+        if part.strip():
+            lo, _, hi = part.strip().partition("-")
+            ranges.append(PortRange(int(lo), int(hi or lo)))
+    return ranges
+
+
+def parse_attributes(text: str) -> list[Attribute]:
+    attrs = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, _, value = part.partition(":")
+        try:
+            attrs.append(Attribute(name=name.strip(), scalar=float(value)))
+        except ValueError:
+            attrs.append(Attribute(name=name.strip(), text=value.strip()))
+    return attrs
+
+
+@dataclass
+class Services:
+    """Everything `serve` builds, for tests and embedding."""
+
+    config: Config
+    driver: ClusterDriver
+    tracker: InstanceTracker
+    groups: GroupManager
+    deployments: DeploymentManager
+    launch_queue: LaunchQueue
+    scheduler: Scheduler
+    bus: EventBus
+    repo: StateRepository
+    api_context: ApiContext
+
+
+async def _pump_status_updates(
+    driver: ClusterDriver, tracker: InstanceTracker, groups: GroupManager, time_ms: Callable[[], int], task_killing: bool
+) -> None:
+    """Agent status updates -> instance tracker, in batches."""
+    updates = driver.updates
+    while True:
+        batch: list[TaskStatus] = [await updates.receive()]
+        while len(batch) < STATUS_BATCH:
+            try:
+                batch.append(updates.receive_nowait())
+            except trio.WouldBlock:
+                break
+        now = time_ms()
+        ops = []
+        for status in batch:
+            try:
+                parsed = parse_task_id(status.task_id)
+            except ValueError:
+                log.warning("status for unparsable task id ignored task_id=%s", status.task_id)
+                continue
+            app = groups.app(parsed.run_spec_id)
+            inactive_after: int | None = 0
+            if app is not None and app.unreachable_strategy is not UNSET:
+                strategy = app.unreachable_strategy
+                inactive_after = (
+                    strategy.inactive_after_seconds * 1000 if isinstance(strategy, UnreachableEnabled) else None
+                )
+            ops.append(
+                StatusUpdate(
+                    instance_id=parsed.instance_id,
+                    status=status,
+                    now=now,
+                    inactive_after_ms=inactive_after,
+                    task_killing=task_killing,
+                )
+            )
+        try:
+            await tracker.process(ops)
+        except Exception:
+            log.exception("applying status updates failed count=%d", len(ops))
+
+
+def make_driver(config: Config, time_ms: Callable[[], int]) -> ClusterDriver:
+    """The cluster driver named by `--master`."""
+    if config.master.startswith("sim://"):
+        return SimDriver(parse_sim_master(config.master), time_ms=time_ms)
+    return LocalDriver(
+        Path(config.data_dir) / "agent",
+        hostname=config.hostname,
+        resources=parse_resources(config.agent_resources) if config.agent_resources else None,
+        port_ranges=parse_port_ranges(config.agent_ports),
+        attributes=parse_attributes(config.agent_attributes) if config.agent_attributes else [],
+        cgroups=config.agent_cgroups,
+        time_ms=time_ms,
+    )
+
+
+async def start_services(
+    config: Config,
+    nursery: trio.Nursery,
+    *,
+    time_ms: Callable[[], int] = wall_ms,
+    driver: ClusterDriver | None = None,
+    store: Store | None = None,
+) -> Services:
+    """Build and start every service in `nursery`; `driver`/`store` override the config's."""
+    data_dir = Path(config.data_dir)
+    if store is None:
+        await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+        store_url = "memory://" if config.store == "memory" else str(data_dir / "state.db")
+        store = open_store(store_url, max_value_size=config.zk_max_node_size)
+    repo = StateRepository(
+        store, max_versions=config.zk_max_versions, compression_threshold=config.zk_compression_threshold
+    )
+    bus = EventBus(time_ms=time_ms, max_outstanding=config.event_stream_max_outstanding_messages)
+    driver = driver or make_driver(config, time_ms)
+    tracker = InstanceTracker(repo, bus, time_ms=time_ms, kill=lambda ids: driver.kill(ids), kill_retry_ms=config.kill_retry_timeout)
+    groups_ref: list[GroupManager] = []
+    scheduler_ref: list[Scheduler] = []
+    launch_queue = LaunchQueue(
+        tracker,
+        app_lookup=lambda app_id: groups_ref[0].app(app_id),
+        time_ms=time_ms,
+        on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
+    )
+    deployments = DeploymentManager(repo, tracker, launch_queue, bus, time_ms=time_ms)
+    groups = GroupManager(
+        repo,
+        deployments,
+        bus,
+        time_ms=time_ms,
+        config=GroupsConfig(
+            max_running_deployments=config.max_running_deployments,
+            local_port_min=config.local_port_min,
+            local_port_max=config.local_port_max,
+            new_group_enforce_role=config.new_group_enforce_role,
+        ),
+    )
+    groups_ref.append(groups)
+    scheduler = Scheduler(
+        tracker,
+        launch_queue,
+        driver,
+        root=lambda: groups.root,
+        app_at=repo.app_at,
+        time_ms=time_ms,
+        match_config=matching.MatchConfig(
+            strategy=config.placement_strategy,
+            accepted_resource_roles_default_behavior=config.accepted_resource_roles_default_behavior,
+        ),
+        batch_size=config.launch_batch_size,
+        env_vars_prefix=config.env_vars_prefix,
+    )
+    scheduler_ref.append(scheduler)
+    reconciler = Reconciler(
+        tracker,
+        driver,
+        deployments,
+        launch_queue,
+        root=lambda: groups.root,
+        time_ms=time_ms,
+        config=ReconcilerConfig(
+            reconciliation_initial_delay_ms=config.reconciliation_initial_delay,
+            reconciliation_interval_ms=config.reconciliation_interval,
+            scale_apps_initial_delay_ms=config.scale_apps_initial_delay,
+            scale_apps_interval_ms=config.scale_apps_interval,
+            task_launch_timeout_ms=config.task_launch_timeout,
+            task_launch_confirm_timeout_ms=config.task_launch_confirm_timeout,
+        ),
+    )
+
+    await nursery.start(driver.run)
+    await tracker.load()
+    await groups.load()
+    await nursery.start(tracker.run)
+    nursery.start_soon(
+        _pump_status_updates, driver, tracker, groups, time_ms, "task_killing" in config.features
+    )
+    await nursery.start(deployments.run)
+    await nursery.start(scheduler.run)
+    await nursery.start(groups.run)
+    await nursery.start(reconciler.run)
+    await groups.resume_deployments()
+    scheduler.wake()
+
+    api_context = ApiContext(
+        config=config,
+        groups=groups,
+        tracker=tracker,
+        deployments=deployments,
+        launch_queue=launch_queue,
+        bus=bus,
+        repo=repo,
+        time_ms=time_ms,
+        started_ms=time_ms(),
+    )
+    return Services(
+        config=config,
+        driver=driver,
+        tracker=tracker,
+        groups=groups,
+        deployments=deployments,
+        launch_queue=launch_queue,
+        scheduler=scheduler,
+        bus=bus,
+        repo=repo,
+        api_context=api_context,
+    )
+
+
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
+    """SIGTERM/SIGINT: a clean shutdown (the embedded agent stops its tasks)."""
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+        async for signum in signals:
+            log.info("shutting down signal=%s", signal.Signals(signum).name)
+            scope.cancel()
+            return
+
+
+async def serve(config: Config, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+    """Run Marathon until cancelled."""
+    from hypercorn.config import Config as HypercornConfig
+    from hypercorn.trio import serve as hypercorn_serve
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        services = await start_services(config, nursery)
+        app = build_app(services.api_context)
+        hc = HypercornConfig()
+        hc.bind = [f"{config.http_address}:{config.http_port}"]
+        hc.accesslog = None
+        hc.errorlog = logging.getLogger("hypercorn.error")
+        hc.graceful_timeout = 2.0
+        await nursery.start(hypercorn_serve, app, hc)
+        log.info(
+            "marathon serving address=http://%s:%d data_dir=%s placement=%s",
+            config.http_address, config.http_port, config.data_dir, matching.BACKEND,
+        )
+        task_status.started(services)

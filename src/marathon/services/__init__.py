@@ -1,0 +1,1 @@
+"""trio services, each owning one piece of state (DESIGN.md "The pipeline")."""

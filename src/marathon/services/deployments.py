@@ -1,0 +1,318 @@
+"""The deployments service: runs plans, one step after another.
+
+Each running plan is a trio task in this service's nursery, with its own
+cancel scope (force-replacing or cancelling a deployment cancels it; nothing
+is rolled back).  Actions of a step run in parallel.  Every action is
+level-triggered: it looks at the app's instances in the instance tracker,
+does what the numbers call for (decommission, enqueue launches), and waits
+for the next change of that app, until its goal is met.  Because it derives
+everything from the current state, an action restarted after a crash of the
+server simply carries on (SPEC.md 4.5: stored plans are restarted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+from msgspec import UNSET
+
+from .. import planning
+from ..instance_update import ChangeGoal
+from ..models.app import AppDefinition
+from ..models.deployment import DeploymentAction, DeploymentPlan, steps_json
+from ..models.events import (
+    AppTerminatedEvent,
+    DeploymentFailed,
+    DeploymentInfo,
+    DeploymentStepFailure,
+    DeploymentStepSuccess,
+    DeploymentSuccess,
+)
+from ..models.group import Group
+from ..models.instance import Condition, Goal, Instance
+from ..storage.repository import StateRepository
+from .events import EventBus
+from .instances import InstanceTracker
+from .launch_queue import LaunchQueue
+
+log = logging.getLogger("marathon.deployments")
+
+# Actions re-check the state at least this often even without changes (the
+# "background sync" of SPEC.md 4.3).
+RESYNC_SECONDS = 5.0
+CANCELLED = "The upgrade has been cancelled"
+
+HealthView = Callable[[AppDefinition, Instance], bool | None]
+
+
+@dataclass(eq=False)
+class RunningDeployment:
+    plan: DeploymentPlan
+    original: Group
+    target: Group
+    current_step: int = 0
+    current_actions: list[DeploymentAction] = field(default_factory=list)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    done: trio.Event = field(default_factory=trio.Event)
+    cancel_reason: str | None = None
+
+    @property
+    def affected_apps(self) -> list[str]:
+        return self.plan.affected_apps
+
+
+def plan_json(plan: DeploymentPlan) -> dict:
+    return {"id": plan.id, "steps": steps_json(plan.steps), "version": plan.version}
+
+
+class DeploymentManager:
+    def __init__(
+        self,
+        repo: StateRepository,
+        tracker: InstanceTracker,
+        launch_queue: LaunchQueue,
+        bus: EventBus,
+        *,
+        time_ms: Callable[[], int],
+        health: HealthView | None = None,
+    ) -> None:
+        self._repo = repo
+        self._tracker = tracker
+        self._queue = launch_queue
+        self._bus = bus
+        self._time_ms = time_ms
+        self._health = health
+        self._running: dict[str, RunningDeployment] = {}
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # -- queries ----------------------------------------------------------------
+
+    def running(self) -> list[RunningDeployment]:
+        return list(self._running.values())
+
+    def get(self, plan_id: str) -> RunningDeployment | None:
+        return self._running.get(plan_id)
+
+    def conflicts(self, app_ids: Sequence[str]) -> list[str]:
+        wanted = set(app_ids)
+        return [d.plan.id for d in self._running.values() if wanted & set(d.affected_apps)]
+
+    def deployments_of(self, app_id: str) -> list[str]:
+        return [d.plan.id for d in self._running.values() if app_id in d.affected_apps]
+
+    # -- control ----------------------------------------------------------------
+
+    async def cancel(self, plan_id: str, reason: str = CANCELLED) -> None:
+        """Stop a deployment where it is (no rollback) and wait until it has ended."""
+        run = self._running.get(plan_id)
+        if run is None:
+            return
+        run.cancel_reason = reason
+        run.cancel_scope.cancel()
+        await run.done.wait()
+
+    def start(self, plan: DeploymentPlan, original: Group, target: Group) -> RunningDeployment:
+        assert self._nursery is not None, "DeploymentManager.run() is not running"
+        run = RunningDeployment(plan=plan, original=original, target=target)
+        self._running[plan.id] = run
+        self._nursery.start_soon(self._execute, run, name=f"deployment {plan.id}")
+        return run
+
+    # -- execution ----------------------------------------------------------------
+
+    async def _execute(self, run: RunningDeployment) -> None:
+        plan = run.plan
+        pj = plan_json(plan)
+        log.info("deployment started id=%s apps=%s steps=%d", plan.id, ",".join(plan.affected_apps), len(plan.steps))
+        try:
+            with run.cancel_scope:
+                for index, step in enumerate(plan.steps):
+                    run.current_step = index + 1
+                    run.current_actions = list(step.actions)
+                    step_json = steps_json([step])[0]
+                    self._bus.publish(DeploymentInfo(timestamp=self._bus.now(), plan=pj, current_step=step_json))
+                    try:
+                        async with trio.open_nursery() as nursery:
+                            for action in step.actions:
+                                nursery.start_soon(self._action, run, action)
+                    except Exception:
+                        self._bus.publish(DeploymentStepFailure(timestamp=self._bus.now(), plan=pj, current_step=step_json))
+                        raise
+                    self._bus.publish(DeploymentStepSuccess(timestamp=self._bus.now(), plan=pj, current_step=step_json))
+                run.current_actions = []
+                await self._repo.commit([self._repo.deployment_delete(plan.id)])
+                self._bus.publish(DeploymentSuccess(timestamp=self._bus.now(), id=plan.id, plan=pj))
+                log.info("deployment finished id=%s", plan.id)
+            if run.cancel_scope.cancelled_caught:
+                self._bus.publish(
+                    DeploymentFailed(timestamp=self._bus.now(), id=plan.id, plan=pj, reason=run.cancel_reason or CANCELLED)
+                )
+                log.info("deployment cancelled id=%s reason=%s", plan.id, run.cancel_reason)
+        except Exception as exc:
+            log.exception("deployment failed id=%s", plan.id)
+            self._bus.publish(DeploymentFailed(timestamp=self._bus.now(), id=plan.id, plan=pj, reason=str(exc)))
+        finally:
+            self._running.pop(plan.id, None)
+            run.done.set()
+
+    async def _action(self, run: RunningDeployment, action: DeploymentAction) -> None:
+        if action.action == "StartApplication":
+            return
+        if action.action == "StopApplication":
+            await self._stop(action.app)
+            return
+        app = run.target.app(action.app)
+        if app is None:  # the plan was computed against this target: cannot happen
+            raise RuntimeError(f"app {action.app} missing from the deployment target")
+        if action.action == "ScaleApplication":
+            await self._scale(app, action.scale_to if action.scale_to is not None else app.instances, action.to_kill)
+        elif action.action == "RestartApplication":
+            await self._restart(app)
+
+    # -- health and readiness as deployments see them ---------------------------
+
+    def _has_checks(self, app: AppDefinition) -> bool:
+        return bool(app.health_checks) or app.check is not UNSET or bool(app.readiness_checks)
+
+    def _considered_healthy(self, app: AppDefinition, inst: Instance) -> bool:
+        """SPEC.md 4.4's H: without checks every goal-Running instance counts."""
+        if not self._has_checks(app):
+            return inst.state.goal == Goal.RUNNING
+        return self._ready(app, inst)
+
+    def _ready(self, app: AppDefinition, inst: Instance) -> bool:
+        """Healthy (if health checks) and ready (if readiness checks) and Running."""
+        if inst.state.condition != Condition.RUNNING:
+            return False
+        if self._health is not None and (app.health_checks or app.readiness_checks):
+            return bool(self._health(app, inst))
+        return True
+
+    async def _wait_change(self, app_id: str, event: trio.Event) -> None:
+        with trio.move_on_after(RESYNC_SECONDS):
+            await event.wait()
+
+    # -- actions ----------------------------------------------------------------
+
+    async def _scale(self, app: AppDefinition, scale_to: int, to_kill: Sequence[str]) -> None:
+        sentenced = list(to_kill)
+        while True:
+            changed = self._tracker.changed(app.id)
+            instances = self._tracker.of_app(app.id)
+            victims, to_start = planning.scaling_proposition(
+                instances, scale_to, sentenced=sentenced, kill_selection=app.kill_selection
+            )
+            sentenced = []
+            if victims:
+                now = self._time_ms()
+                await self._tracker.process(
+                    [ChangeGoal(instance_id=v.instance_id, goal=Goal.DECOMMISSIONED, now=now) for v in victims]
+                )
+                continue
+            if to_start:
+                await self._queue.add(app, to_start)
+                continue
+            wanted = [i for i in instances if i.state.goal == Goal.RUNNING]
+            leaving = [i for i in instances if i.state.goal != Goal.RUNNING and i.is_active]
+            if not leaving and len(wanted) == scale_to and all(self._ready(app, i) for i in wanted):
+                return
+            await self._wait_change(app.id, changed)
+
+    async def _stop(self, app_id: str) -> None:
+        while True:
+            changed = self._tracker.changed(app_id)
+            instances = self._tracker.of_app(app_id)
+            if not instances:
+                break
+            running = [i for i in instances if i.state.goal != Goal.DECOMMISSIONED]
+            if running:
+                now = self._time_ms()
+                await self._tracker.process(
+                    [ChangeGoal(instance_id=i.instance_id, goal=Goal.DECOMMISSIONED, now=now) for i in running]
+                )
+                continue
+            await self._wait_change(app_id, changed)
+        await self._tracker.forget_task_failure(app_id)
+        self._queue.forget_app(app_id)
+        self._bus.publish(AppTerminatedEvent(timestamp=self._bus.now(), app_id=app_id))
+
+    async def _restart(self, app: AppDefinition) -> None:
+        """Rolling replacement with SPEC.md 4.4's exact capacity arithmetic."""
+        n = app.instances
+        new_version = app.version
+        strategy = app.upgrade_strategy
+        min_health = strategy.minimum_health_capacity if strategy is not UNSET else 1.0  # type: ignore[union-attr]
+        max_over = strategy.maximum_over_capacity if strategy is not UNSET else 1.0  # type: ignore[union-attr]
+
+        instances = self._tracker.of_app(app.id)
+        healthy = sum(
+            1 for i in instances
+            if i.state.goal == Goal.RUNNING and self._considered_healthy(app, i)
+        )
+        kill_now, max_capacity = planning.restart_capacity(
+            instances=n,
+            minimum_health_capacity=min_health,
+            maximum_over_capacity=max_over,
+            healthy=healthy,
+            current=len(instances),
+            resident=app.is_resident,
+        )
+        self._queue.reset_delay(app)
+        kills_allowed = kill_now
+        # Old instances already sentenced (by an earlier run of this action).
+        kills_issued = sum(
+            1 for i in instances if i.run_spec_version != new_version and i.state.goal != Goal.RUNNING
+        )
+        kills_allowed += kills_issued
+        ready_before: set[str] = set()
+        while True:
+            changed = self._tracker.changed(app.id)
+            instances = self._tracker.of_app(app.id)
+            old = [i for i in instances if i.run_spec_version != new_version]
+            new = [i for i in instances if i.run_spec_version == new_version and i.state.goal == Goal.RUNNING]
+            now = self._time_ms()
+
+            # An old instance that ended on its own leaves for good.
+            dead = [i for i in old if i.state.goal == Goal.RUNNING and i.is_terminal]
+            if dead:
+                await self._tracker.process(
+                    [ChangeGoal(instance_id=i.instance_id, goal=Goal.DECOMMISSIONED, now=now) for i in dead]
+                )
+                continue
+
+            # Each new instance that becomes healthy and ready lets one old one go.
+            ready_now = {i.instance_id for i in new if self._ready(app, i)}
+            kills_allowed += len(ready_now - ready_before)
+            ready_before = ready_now
+
+            old_running = [i for i in old if i.state.goal == Goal.RUNNING]
+            queue = planning.kill_queue(old_running, lambda i: self._considered_healthy(app, i))
+            kill_count = min(len(queue), max(0, kills_allowed - kills_issued))
+            if kill_count:
+                kills_issued += kill_count
+                goal = Goal.STOPPED if app.is_resident else Goal.DECOMMISSIONED
+                await self._tracker.process(
+                    [ChangeGoal(instance_id=i.instance_id, goal=goal, now=now) for i in queue[:kill_count]]
+                )
+                continue
+
+            old_active = [i for i in old if not i.is_terminal]
+            to_start = planning.restart_starts(
+                instances=n, max_capacity=max_capacity, old_active=len(old_active), started=len(new)
+            )
+            if to_start:
+                await self._queue.add(app, to_start)
+                continue
+
+            if len(ready_now) >= n and not old:
+                return
+            await self._wait_change(app.id, changed)

@@ -1,0 +1,380 @@
+"""The instance tracker: the single writer of instance state.
+
+Every change to an instance is an operation (`marathon.instance_update`) sent
+here.  One task drains the queue in batches: it resolves each operation
+against the state as left by the operations before it, persists every changed
+instance of the batch in ONE store commit (group commit), and only then
+applies the batch in memory, publishes events, asks the agents to kill what
+must die and notifies listeners.  A batch that fails to persist changes
+nothing and its callers get the error.
+
+Readers (API, deployments, scheduler) use the in-memory views; they never
+see an instance state that is not durable.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+import trio
+
+from ..instance_update import (
+    Effect,
+    Expunged,
+    KillTask,
+    Operation,
+    Provision,
+    Schedule,
+    StatusUpdate,
+    UnknownTerminated,
+    Updated,
+    resolve,
+)
+from ..models.events import (
+    InstanceChangedEvent,
+    StatusUpdateEvent,
+    UnknownInstanceTerminatedEvent,
+)
+from ..models.instance import ACTIVE, TASK_FAILURE, TERMINAL, Goal, Instance
+from ..models.timestamp import format_ms
+from ..storage.repository import StateRepository, TaskFailure
+from .events import EventBus
+
+log = logging.getLogger("marathon.instances")
+
+
+def _op_instance_id(op: Operation) -> str:
+    if isinstance(op, Schedule):
+        return op.instance.instance_id
+    return op.instance_id
+
+
+@dataclass(eq=False)
+class _Request:
+    ops: Sequence[Operation]
+    done: trio.Event = field(default_factory=trio.Event)
+    effects: list[Effect] = field(default_factory=list)
+    error: BaseException | None = None
+
+
+Listener = Callable[[Sequence[Effect]], None]
+
+
+class InstanceTracker:
+    def __init__(
+        self,
+        repo: StateRepository,
+        bus: EventBus,
+        *,
+        time_ms: Callable[[], int],
+        kill: Callable[[Sequence[str]], None],
+        max_batch: int = 20000,
+        kill_retry_ms: int = 30000,
+    ) -> None:
+        self._repo = repo
+        self._bus = bus
+        self._time_ms = time_ms
+        self._kill = kill
+        self._max_batch = max_batch
+        self._kill_retry_ms = kill_retry_ms
+        self._instances: dict[str, Instance] = {}
+        self._by_app: dict[str, dict[str, Instance]] = {}
+        self._scheduled: dict[str, dict[str, Instance]] = {}
+        self._task_failures: dict[str, TaskFailure] = {}
+        self._kills_sent: dict[str, int] = {}  # task id -> ms of the last kill request
+        self._app_events: dict[str, trio.Event] = {}
+        self._listeners: list[Listener] = []
+        self._send, self._recv = trio.open_memory_channel[_Request](10000)
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def load(self) -> None:
+        for inst in await self._repo.load_instances():
+            self._index(inst)
+        self._task_failures = await self._repo.load_task_failures()
+        log.info("instances loaded count=%d", len(self._instances))
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._retry_kills)
+            task_status.started()
+            while True:
+                batch = [await self._recv.receive()]
+                count = len(batch[0].ops)
+                while count < self._max_batch:
+                    try:
+                        req = self._recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
+                    batch.append(req)
+                    count += len(req.ops)
+                await self._apply_batch(batch)
+
+    # -- writes ---------------------------------------------------------------
+
+    async def process(self, ops: Sequence[Operation]) -> list[Effect]:
+        """Resolve, persist and apply `ops`; returns one effect per op, in order."""
+        if not ops:
+            return []
+        req = _Request(ops)
+        await self._send.send(req)
+        await req.done.wait()
+        if req.error is not None:
+            raise req.error
+        return req.effects
+
+    def add_listener(self, listener: Listener) -> None:
+        """Called synchronously with every applied batch of effects."""
+        self._listeners.append(listener)
+
+    def kill_tasks(self, instances: Iterable[Instance]) -> None:
+        """Kill the current tasks of `instances` without changing their goal
+        (instances whose goal is Running are relaunched afterwards)."""
+        ids = [i.task.task_id for i in instances if i.task is not None and i.condition in ACTIVE]
+        self._send_kills(ids)
+
+    # -- reads ----------------------------------------------------------------
+
+    def get(self, instance_id: str) -> Instance | None:
+        return self._instances.get(instance_id)
+
+    def of_app(self, app_id: str) -> list[Instance]:
+        return list(self._by_app.get(app_id, {}).values())
+
+    def count_of_app(self, app_id: str) -> int:
+        return len(self._by_app.get(app_id, ()))
+
+    def all(self) -> Iterable[Instance]:
+        return self._instances.values()
+
+    def app_ids(self) -> list[str]:
+        return list(self._by_app)
+
+    def scheduled(self) -> dict[str, list[Instance]]:
+        """Instances waiting for placement, by app."""
+        return {app: list(insts.values()) for app, insts in self._scheduled.items() if insts}
+
+    def task_failure(self, app_id: str) -> TaskFailure | None:
+        return self._task_failures.get(app_id)
+
+    def changed(self, app_id: str) -> trio.Event:
+        """An event set the next time any instance of `app_id` changes.
+
+        Take it *before* looking at the state, then wait on it: no change can
+        slip between the look and the wait.
+        """
+        ev = self._app_events.get(app_id)
+        if ev is None:
+            ev = self._app_events[app_id] = trio.Event()
+        return ev
+
+    async def forget_task_failure(self, app_id: str) -> None:
+        if self._task_failures.pop(app_id, None) is not None:
+            await self._repo.commit([self._repo.task_failure_delete(app_id)])
+
+    # -- internals ------------------------------------------------------------
+
+    def _index(self, inst: Instance) -> None:
+        old = self._instances.get(inst.instance_id)
+        self._instances[inst.instance_id] = inst
+        self._by_app.setdefault(inst.run_spec_id, {})[inst.instance_id] = inst
+        sched = self._scheduled.setdefault(inst.run_spec_id, {})
+        if inst.is_scheduled:
+            sched[inst.instance_id] = inst
+        elif old is not None:
+            sched.pop(inst.instance_id, None)
+
+    def _unindex(self, instance_id: str) -> None:
+        inst = self._instances.pop(instance_id, None)
+        if inst is None:
+            return
+        app = self._by_app.get(inst.run_spec_id)
+        if app is not None:
+            app.pop(instance_id, None)
+            if not app:
+                del self._by_app[inst.run_spec_id]
+        sched = self._scheduled.get(inst.run_spec_id)
+        if sched is not None:
+            sched.pop(instance_id, None)
+            if not sched:
+                del self._scheduled[inst.run_spec_id]
+
+    async def _apply_batch(self, batch: list[_Request]) -> None:
+        overlay: dict[str, Instance | None] = {}
+        failures: dict[str, TaskFailure] = {}
+        for req in batch:
+            for op in req.ops:
+                iid = _op_instance_id(op)
+                cur = overlay[iid] if iid in overlay else self._instances.get(iid)
+                eff = resolve(cur, op)
+                if isinstance(eff, Updated):
+                    overlay[iid] = eff.instance
+                elif isinstance(eff, Expunged):
+                    overlay[iid] = None
+                if isinstance(op, StatusUpdate) and isinstance(eff, Updated | Expunged):
+                    failure = self._task_failure_of(eff, op)
+                    if failure is not None:
+                        failures[failure.app_id] = failure
+                req.effects.append(eff)
+        ops = [
+            self._repo.instance_put(inst) if inst is not None else self._repo.instance_delete(iid)
+            for iid, inst in overlay.items()
+        ]
+        ops.extend(self._repo.task_failure_put(f) for f in failures.values())
+        try:
+            await self._repo.commit(ops)
+        except BaseException as exc:
+            log.error("persisting instance batch failed ops=%d error=%s", len(ops), exc)
+            for req in batch:
+                req.effects = []
+                req.error = exc
+                req.done.set()
+            if not isinstance(exc, Exception):
+                raise
+            return
+
+        for iid, inst in overlay.items():
+            if inst is None:
+                self._unindex(iid)
+            else:
+                self._index(inst)
+        self._task_failures.update(failures)
+        all_effects: list[Effect] = []
+        for req in batch:
+            all_effects.extend(req.effects)
+        self._after_apply(batch, all_effects)
+        for req in batch:
+            req.done.set()
+
+    def _task_failure_of(self, eff: Updated | Expunged, op: StatusUpdate) -> TaskFailure | None:
+        inst = eff.instance
+        if inst.condition not in TASK_FAILURE or inst.task is None:
+            return None
+        return TaskFailure(
+            app_id=inst.run_spec_id,
+            task_id=inst.task.task_id,
+            state=op.status.state,
+            message=op.status.message,
+            host=inst.hostname or "",
+            timestamp=format_ms(op.status.timestamp or op.now),
+            version=inst.run_spec_version,
+            slave_id=inst.agent_id,
+        )
+
+    def _after_apply(self, batch: list[_Request], effects: list[Effect]) -> None:
+        now = self._time_ms()
+        ts = format_ms(now)
+        to_kill: list[str] = []
+        touched: set[str] = set()
+        for req in batch:
+            for op, eff in zip(req.ops, req.effects, strict=True):
+                if isinstance(eff, Updated | Expunged):
+                    inst = eff.instance
+                    prev = eff.previous if isinstance(eff, Updated) else None
+                    touched.add(inst.run_spec_id)
+                    if isinstance(op, StatusUpdate):
+                        self._bus.publish(_status_event(inst, op, ts))
+                    if prev is None or prev.state.condition != inst.state.condition or prev.state.goal != inst.state.goal or isinstance(eff, Expunged):
+                        self._bus.publish(_changed_event(inst, ts))
+                    if inst.state.goal != Goal.RUNNING and inst.condition in ACTIVE and inst.task is not None:
+                        if inst.task.task_id not in self._kills_sent:
+                            to_kill.append(inst.task.task_id)
+                    if inst.task is not None and (inst.condition in TERMINAL or isinstance(eff, Expunged)):
+                        self._kills_sent.pop(inst.task.task_id, None)
+                    if isinstance(op, StatusUpdate | Provision):
+                        self._log_transition(inst, prev)
+                elif isinstance(eff, KillTask):
+                    log.info("killing task not in sync task_id=%s reason=%s", eff.task_id, eff.reason)
+                    to_kill.append(eff.task_id)
+                elif isinstance(eff, UnknownTerminated):
+                    self._bus.publish(
+                        UnknownInstanceTerminatedEvent(
+                            timestamp=ts,
+                            instance_id=eff.instance_id,
+                            run_spec_id=_app_of(eff.instance_id),
+                            condition=eff.condition,
+                        )
+                    )
+        self._send_kills(to_kill)
+        for app_id in touched:
+            ev = self._app_events.pop(app_id, None)
+            if ev is not None:
+                ev.set()
+        for listener in self._listeners:
+            try:
+                listener(effects)
+            except Exception:
+                log.exception("instance listener failed")
+
+    def _log_transition(self, inst: Instance, prev: Instance | None) -> None:
+        cond = inst.condition
+        if prev is not None and prev.condition == cond:
+            return
+        task_id = inst.task.task_id if inst.task else ""
+        if cond == "Running":
+            log.info("task running app=%s task_id=%s host=%s ports=%s", inst.run_spec_id, task_id, inst.hostname, inst.task.host_ports if inst.task else [])
+        elif cond in TERMINAL:
+            log.info("task ended app=%s task_id=%s state=%s message=%r", inst.run_spec_id, task_id, inst.task.mesos_state if inst.task else "", inst.task.message if inst.task else "")
+
+    def _send_kills(self, task_ids: Sequence[str]) -> None:
+        if not task_ids:
+            return
+        now = self._time_ms()
+        for t in task_ids:
+            self._kills_sent[t] = now
+        self._kill(list(task_ids))
+
+    async def _retry_kills(self) -> None:
+        """Kills that were not confirmed by a terminal status are sent again."""
+        interval = max(self._kill_retry_ms / 1000.0 / 2, 0.5)
+        while True:
+            await trio.sleep(interval)
+            now = self._time_ms()
+            stale = [
+                t for t, sent in self._kills_sent.items()
+                if now - sent >= self._kill_retry_ms
+            ]
+            if stale:
+                log.info("retrying unconfirmed kills count=%d", len(stale))
+                self._send_kills(stale)
+
+
+def _app_of(instance_id: str) -> str:
+    try:
+        from ..models.instance import parse_instance_id
+
+        return parse_instance_id(instance_id)
+    except ValueError:
+        return ""
+
+
+def _status_event(inst: Instance, op: StatusUpdate, ts: str) -> StatusUpdateEvent:
+    task = inst.task
+    return StatusUpdateEvent(
+        timestamp=ts,
+        slave_id=inst.agent_id or op.status.agent_id,
+        task_id=op.status.task_id,
+        task_status=op.status.state,
+        message=op.status.message,
+        app_id=inst.run_spec_id,
+        host=inst.hostname or "",
+        ip_addresses=[{"ipAddress": ip, "protocol": "IPv6" if ":" in ip else "IPv4"} for ip in (task.ip_addresses if task else [])],
+        ports=list(task.host_ports) if task else [],
+        version=inst.run_spec_version,
+    )
+
+
+def _changed_event(inst: Instance, ts: str) -> InstanceChangedEvent:
+    return InstanceChangedEvent(
+        timestamp=ts,
+        instance_id=inst.instance_id,
+        condition=inst.state.condition,
+        run_spec_id=inst.run_spec_id,
+        agent_id=inst.agent_id or "",
+        host=inst.hostname or "",
+        run_spec_version=inst.run_spec_version,
+        goal=inst.state.goal,
+    )
+

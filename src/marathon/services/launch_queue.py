@@ -1,0 +1,148 @@
+"""The launch queue: instances waiting for placement, and launch backoff.
+
+`add(app, n)` creates n instances in condition Scheduled (persisted by the
+instance tracker before anyone can act on them).  An instance whose task
+died while its goal is Running is scheduled again automatically.  Launches of
+an app's config are held back by a delay per `(app id, lastConfigChangeAt)`
+(`marathon.backoff`): failures grow it, a config change starts fresh, scaling
+keeps it.  The queue also keeps each app's last reject summary from the
+matcher for `/v2/queue`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from msgspec import UNSET
+
+from .. import backoff
+from ..instance_update import Effect, Expunged, Schedule, Updated
+from ..models.app import AppDefinition
+from ..models.instance import (
+    BACKOFF_FAILURE,
+    Condition,
+    Goal,
+    Instance,
+    InstanceState,
+    new_instance_id,
+)
+from .instances import InstanceTracker
+
+log = logging.getLogger("marathon.launch_queue")
+
+_STARTED = frozenset({Condition.PROVISIONED, Condition.STAGING, Condition.STARTING, Condition.RUNNING})
+
+
+def config_key(app: AppDefinition) -> tuple[str, str]:
+    info = app.version_info
+    ref = info.last_config_change_at if info is not UNSET else app.version  # type: ignore[union-attr]
+    return (app.id, ref if ref is not UNSET else "")  # type: ignore[return-value]
+
+
+class LaunchQueue:
+    def __init__(
+        self,
+        tracker: InstanceTracker,
+        *,
+        app_lookup: Callable[[str], AppDefinition | None],
+        time_ms: Callable[[], int],
+        on_change: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._tracker = tracker
+        self._app = app_lookup
+        self._time_ms = time_ms
+        self._on_change = on_change
+        self._delays: dict[tuple[str, str], backoff.Delay] = {}
+        self.rejects: dict[str, tuple[int, object]] = {}  # app id -> (ms, RejectSummary)
+        tracker.add_listener(self._on_effects)
+
+    async def add(self, app: AppDefinition, count: int) -> list[Instance]:
+        """Create `count` new scheduled instances of `app`."""
+        if count <= 0:
+            return []
+        now = self._time_ms()
+        instances = [
+            Instance(
+                instance_id=new_instance_id(app.id),
+                run_spec_id=app.id,
+                run_spec_version=app.version,  # type: ignore[arg-type]
+                state=InstanceState(condition=Condition.SCHEDULED, since=now, goal=Goal.RUNNING),
+                role=app.role if app.role is not UNSET else "*",  # type: ignore[arg-type]
+            )
+            for _ in range(count)
+        ]
+        await self._tracker.process([Schedule(i) for i in instances])
+        return instances
+
+    # -- backoff ----------------------------------------------------------------
+
+    def delay(self, app: AppDefinition) -> backoff.Delay | None:
+        return self._delays.get(config_key(app))
+
+    def launch_allowed(self, app: AppDefinition, now: int) -> bool:
+        d = self._delays.get(config_key(app))
+        return d is None or d.overdue(now)
+
+    def reset_delay(self, app: AppDefinition) -> None:
+        if self._delays.pop(config_key(app), None) is not None:
+            self._on_change()
+
+    def forget_app(self, app_id: str) -> None:
+        """The app is gone: drop its delays (every config) and reject summary."""
+        for key in [k for k in self._delays if k[0] == app_id]:
+            del self._delays[key]
+        self.rejects.pop(app_id, None)
+
+    def next_deadline(self, now: int) -> int | None:
+        """The earliest future moment a held-back app may launch (ms), if any."""
+        pending = self._tracker.scheduled()
+        deadlines = [
+            d.deadline for (app_id, _), d in self._delays.items()
+            if app_id in pending and d.deadline > now
+        ]
+        return min(deadlines, default=None)
+
+    def cleanup(self, now: int) -> None:
+        for key in [k for k, d in self._delays.items() if backoff.expired(d, now=now)]:
+            del self._delays[key]
+
+    def _on_effects(self, effects: Sequence[Effect]) -> None:
+        now = self._time_ms()
+        wake = False
+        for eff in effects:
+            if isinstance(eff, Expunged):
+                wake = True
+                continue
+            if not isinstance(eff, Updated):
+                continue
+            inst, prev = eff.instance, eff.previous
+            if prev is None:
+                wake = True
+                continue
+            cond = inst.state.condition
+            if cond == prev.state.condition:
+                continue
+            app = self._app(inst.run_spec_id)
+            if app is None:
+                continue
+            key = config_key(app)
+            if inst.run_spec_version < key[1]:
+                continue  # an instance of an older config: its failures say nothing about this one
+            if cond in BACKOFF_FAILURE:
+                self._delays[key] = backoff.on_failure(
+                    self._delays.get(key),
+                    now=now,
+                    backoff_seconds=app.backoff_seconds,
+                    factor=app.backoff_factor,
+                    max_seconds=app.max_launch_delay_seconds,
+                )
+                log.info(
+                    "launch delayed app=%s delay_seconds=%.3f", app.id, self._delays[key].current
+                )
+            elif cond in _STARTED and key in self._delays:
+                self._delays[key] = backoff.on_advance(self._delays[key], now=now)
+            if inst.is_scheduled or cond in BACKOFF_FAILURE or inst.is_terminal:
+                wake = True
+        if wake:
+            self._on_change()

@@ -1,0 +1,140 @@
+"""Keeping belief and reality together (SPEC.md 5.6, 4.8).
+
+* Reconciliation: ask the agents for the state of every task Marathon thinks
+  is active (explicit) and for every task they run (implicit).  Answers come
+  back as ordinary status updates: a task the agent does not know becomes
+  `Unknown` (and is relaunched if its goal is Running); a task Marathon does
+  not know is killed.  Runs at start-up, before anything is replaced, and
+  then every `--reconciliation_interval`.
+* Scale check: every app that no deployment holds is brought to its
+  `instances` (missing ones scheduled, surplus decommissioned) every
+  `--scale_apps_interval`.  This never launches more than the target.
+* Overdue launches: a task provisioned but never confirmed, or staging for
+  longer than `--task_launch_timeout`, is killed (and relaunched).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import trio
+
+from .. import planning
+from ..cluster import ClusterDriver
+from ..instance_update import ChangeGoal
+from ..models.group import Group
+from ..models.instance import ACTIVE, Condition, Goal
+from .deployments import DeploymentManager
+from .instances import InstanceTracker
+from .launch_queue import LaunchQueue
+
+log = logging.getLogger("marathon.reconciler")
+
+OVERDUE_CHECK_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerConfig:
+    reconciliation_initial_delay_ms: int = 15000
+    reconciliation_interval_ms: int = 600000
+    scale_apps_initial_delay_ms: int = 15000
+    scale_apps_interval_ms: int = 300000
+    task_launch_timeout_ms: int = 300000
+    task_launch_confirm_timeout_ms: int = 300000
+
+
+class Reconciler:
+    def __init__(
+        self,
+        tracker: InstanceTracker,
+        driver: ClusterDriver,
+        deployments: DeploymentManager,
+        launch_queue: LaunchQueue,
+        *,
+        root: Callable[[], Group],
+        time_ms: Callable[[], int],
+        config: ReconcilerConfig = ReconcilerConfig(),
+    ) -> None:
+        self._tracker = tracker
+        self._driver = driver
+        self._deployments = deployments
+        self._queue = launch_queue
+        self._root = root
+        self._time_ms = time_ms
+        self._config = config
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        await self.reconcile()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(
+                self._every, self._config.reconciliation_initial_delay_ms, self._config.reconciliation_interval_ms, self.reconcile
+            )
+            nursery.start_soon(
+                self._every, self._config.scale_apps_initial_delay_ms, self._config.scale_apps_interval_ms, self.scale_check
+            )
+            nursery.start_soon(self._every, 30000, int(OVERDUE_CHECK_SECONDS * 1000), self.kill_overdue)
+            task_status.started()
+
+    async def _every(self, initial_ms: int, interval_ms: int, job: Callable) -> None:
+        await trio.sleep(initial_ms / 1000.0)
+        while True:
+            try:
+                await job()
+            except Exception:
+                log.exception("periodic job failed job=%s", getattr(job, "__name__", job))
+            await trio.sleep(interval_ms / 1000.0)
+
+    async def reconcile(self) -> None:
+        """Orphans are decommissioned; then every active task is reconciled."""
+        root = self._root()
+        now = self._time_ms()
+        orphans = [
+            ChangeGoal(instance_id=i.instance_id, goal=Goal.DECOMMISSIONED, now=now)
+            for i in self._tracker.all()
+            if root.app(i.run_spec_id) is None and i.state.goal != Goal.DECOMMISSIONED
+        ]
+        if orphans:
+            log.info("decommissioning orphaned instances count=%d", len(orphans))
+            await self._tracker.process(orphans)
+        task_ids = [
+            i.task.task_id for i in self._tracker.all()
+            if i.task is not None and i.condition in ACTIVE
+        ]
+        log.info("reconciling tasks count=%d", len(task_ids))
+        self._driver.reconcile(task_ids)
+        self._driver.reconcile(None)
+
+    async def scale_check(self) -> None:
+        root = self._root()
+        locked = {a for d in self._deployments.running() for a in d.affected_apps}
+        now = self._time_ms()
+        for app in root.transitive_apps():
+            if app.id in locked:
+                continue
+            victims, to_start = planning.scaling_proposition(
+                self._tracker.of_app(app.id), app.instances, kill_selection=app.kill_selection
+            )
+            if victims:
+                log.info("scale check decommissions app=%s count=%d", app.id, len(victims))
+                await self._tracker.process(
+                    [ChangeGoal(instance_id=v.instance_id, goal=Goal.DECOMMISSIONED, now=now) for v in victims]
+                )
+            if to_start:
+                log.info("scale check starts app=%s count=%d", app.id, to_start)
+                await self._queue.add(app, to_start)
+
+    async def kill_overdue(self) -> None:
+        now = self._time_ms()
+        cfg = self._config
+        overdue = []
+        for inst in self._tracker.all():
+            cond = inst.condition
+            if cond == Condition.PROVISIONED and now - inst.state.since > cfg.task_launch_confirm_timeout_ms:
+                overdue.append(inst)
+            elif cond in (Condition.STAGING, Condition.STARTING) and now - inst.state.since > cfg.task_launch_timeout_ms:
+                overdue.append(inst)
+        if overdue:
+            log.info("killing overdue launches count=%d", len(overdue))
+            self._tracker.kill_tasks(overdue)

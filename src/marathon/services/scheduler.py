@@ -1,0 +1,193 @@
+"""The scheduler: pending launches x free resources -> placed, persisted, launched.
+
+One pass takes every scheduled instance whose app is not backing off, one
+snapshot of the agents' free resources, and places the whole batch with one
+call into `marathon.matching` (the compiled core).  The placements are
+persisted by the instance tracker (Provisioned, with the task id and ports)
+*before* any agent hears of them; then the launches go to the cluster driver
+in one call.  Passes run when something changed (new scheduled instances,
+freed resources, a backoff expiring) and, while anything is left unplaced,
+periodically, since free ports on the machine can change on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from msgspec import UNSET
+
+from .. import matching
+from ..cluster import ClusterDriver
+from ..instance_update import ChangeGoal, Provision, Updated
+from ..models import pathid
+from ..models.app import AppDefinition
+from ..models.group import Group
+from ..models.instance import Goal, Instance
+from ..models.launch import TaskLaunch
+from ..task_builder import build_launch
+from .instances import InstanceTracker
+from .launch_queue import LaunchQueue
+
+log = logging.getLogger("marathon.scheduler")
+
+RETRY_UNPLACED_SECONDS = 5.0
+# Passes with at least this many agents + instances run in a worker thread.
+THREAD_PASS_SIZE = 2000
+
+
+class Scheduler:
+    def __init__(
+        self,
+        tracker: InstanceTracker,
+        launch_queue: LaunchQueue,
+        driver: ClusterDriver,
+        *,
+        root: Callable[[], Group],
+        app_at: Callable[[str, str], Awaitable[AppDefinition | None]],
+        time_ms: Callable[[], int],
+        match_config: matching.MatchConfig,
+        batch_size: int = 20000,
+        env_vars_prefix: str | None = None,
+    ) -> None:
+        self._tracker = tracker
+        self._queue = launch_queue
+        self._driver = driver
+        self._root = root
+        self._app_at = app_at
+        self._old_configs: dict[tuple[str, str], AppDefinition | None] = {}
+        self._time_ms = time_ms
+        self._config = match_config
+        self._batch_size = batch_size
+        self._env_prefix = env_vars_prefix
+        self._wake = trio.Event()
+        self._unplaced = False
+        self.passes = 0
+        self.launched = 0
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            now = self._time_ms()
+            timeout = float("inf")
+            deadline = self._queue.next_deadline(now)
+            if deadline is not None:
+                timeout = max(0.0, (deadline - now) / 1000.0)
+            if self._unplaced:
+                timeout = min(timeout, RETRY_UNPLACED_SECONDS)
+            with trio.move_on_after(timeout):
+                await self._wake.wait()
+            self._wake = trio.Event()
+            self._queue.cleanup(self._time_ms())
+            await self.pass_once()
+
+    async def pass_once(self) -> int:
+        """Place and launch what can be; returns the number of launches."""
+        now = self._time_ms()
+        root = self._root()
+        requests: list[matching.PlacementRequest] = []
+        definition_of: dict[str, AppDefinition] = {}  # instance id -> the definition it runs
+        orphans = []
+        budget = self._batch_size
+        for app_id, instances in self._tracker.scheduled().items():
+            if budget <= 0:
+                break
+            app = root.app(app_id)
+            if app is None:
+                orphans.extend(i.instance_id for i in instances)
+                continue
+            if not self._queue.launch_allowed(app, now):
+                continue
+            existing = self._tracker.of_app(app_id)
+            for definition, group in await self._by_definition(app, instances[:budget]):
+                ids = [i.instance_id for i in group]
+                budget -= len(ids)
+                for iid in ids:
+                    definition_of[iid] = definition
+                requests.append(matching.PlacementRequest(app=definition, instance_ids=ids, existing=existing))
+        if orphans:
+            log.info("decommissioning instances of removed apps count=%d", len(orphans))
+            await self._tracker.process(
+                [ChangeGoal(instance_id=i, goal=Goal.DECOMMISSIONED, now=now) for i in orphans]
+            )
+        self._unplaced = False
+        if not requests:
+            return 0
+        self.passes += 1
+        # A pass over thousands of agents is tens of milliseconds of CPU: run
+        # it in a worker thread so the event loop keeps serving requests.  A
+        # small pass costs less than the hop to a thread, so it runs inline.
+        offers = self._driver.offers()
+        size = len(offers) + sum(len(r.instance_ids) for r in requests)
+        if size >= THREAD_PASS_SIZE:
+            result = await trio.to_thread.run_sync(matching.match, requests, offers, self._config)
+        else:
+            result = matching.match(requests, offers, self._config)
+        for app_id, summary in result.rejects.items():
+            self._queue.rejects[app_id] = (now, summary)
+        self._unplaced = bool(result.unplaced)
+        if not result.placements:
+            return 0
+        ops = [
+            Provision(
+                instance_id=p.instance_id,
+                agent_id=p.agent_id,
+                hostname=p.hostname,
+                region=p.region,
+                zone=p.zone,
+                host_ports=list(p.host_ports),
+                now=now,
+            )
+            for p in result.placements
+        ]
+        effects = await self._tracker.process(ops)
+        launches: list[TaskLaunch] = []
+        for eff in effects:
+            if isinstance(eff, Updated):
+                app = definition_of[eff.instance.instance_id]
+                launches.append(
+                    build_launch(
+                        app,
+                        eff.instance,
+                        env_vars_prefix=self._env_prefix,
+                        enforce_role=_enforces_role(root, app),
+                    )
+                )
+        self._driver.launch(launches)
+        self.launched += len(launches)
+        log.debug("scheduling pass placed=%d unplaced_apps=%d", len(launches), len(result.unplaced))
+        return len(launches)
+
+
+    async def _by_definition(
+        self, app: AppDefinition, instances: list[Instance]
+    ) -> list[tuple[AppDefinition, list[Instance]]]:
+        """Group instances by the definition they must run.
+
+        An instance runs the config it was created for: the current definition
+        when only scaling happened since (same config), otherwise the stored
+        definition of its own version (e.g. an old instance left running by a
+        forced deployment is relaunched as it was, not silently upgraded).
+        """
+        info = app.version_info
+        current_config = info.last_config_change_at if info is not UNSET else app.version  # type: ignore[union-attr]
+        groups: dict[int, tuple[AppDefinition, list[Instance]]] = {}
+        for inst in instances:
+            definition = app
+            if inst.run_spec_version < current_config:  # type: ignore[operator]
+                key = (app.id, inst.run_spec_version)
+                if key not in self._old_configs:
+                    self._old_configs[key] = await self._app_at(app.id, inst.run_spec_version)
+                definition = self._old_configs[key] or app
+            groups.setdefault(id(definition), (definition, []))[1].append(inst)
+        return list(groups.values())
+
+
+def _enforces_role(root: Group, app: AppDefinition) -> bool:
+    top = pathid.top_level(app.id)
+    group = root.group(top) if top else None
+    return bool(group and group.enforce_role and app.role is not UNSET)

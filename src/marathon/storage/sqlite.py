@@ -1,0 +1,327 @@
+"""`SqliteStore`: the `Store` contract in one SQLite file in WAL mode, the
+durable state of an embedded (single-machine) Marathon.
+
+Layout: one table `kv(key TEXT PRIMARY KEY, value BLOB, version INTEGER)`
+WITHOUT ROWID, so a key lookup or a prefix range scan is one B-tree walk.
+`PRAGMA user_version` records the schema version.
+
+Threading: sqlite3 blocks, so every call into it runs in a worker thread via
+`trio.to_thread.run_sync`, serialized by one `CapacityLimiter(1)` over one
+connection (opened lazily, in that thread, with `check_same_thread=False`).
+Worker threads are not abandoned on cancellation, so a commit that has
+started always finishes (or rolls back) before its caller sees `Cancelled`.
+
+A commit is `BEGIN IMMEDIATE` (take the write lock first, so the versions we
+read cannot change under us), read the current versions of every key the
+commit touches, resolve the ops in Python with the shared `_resolve`, write
+the net effect with two `executemany` calls, `COMMIT`.  Any failure rolls
+back, so a `VersionConflict` leaves the file untouched.
+
+Durability: `synchronous=NORMAL` (the default) in WAL mode survives a process
+crash (kill -9) with every committed transaction; a power loss or OS crash
+may lose the last few commits but never corrupts the file or splits a
+commit.  `synchronous="FULL"` syncs the WAL on every commit and loses
+nothing that was acknowledged.
+"""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import trio
+
+from marathon.errors import StorageError
+
+from . import (
+    DEFAULT_MAX_VALUE_SIZE,
+    Delete,
+    Entry,
+    Op,
+    Put,
+    _check_key,
+    _check_prefix,
+    _prefix_successor,
+    _Resolution,
+    _resolve,
+    _validate_ops,
+)
+
+__all__ = ["SqliteStore"]
+
+_T = TypeVar("_T")
+
+SCHEMA_VERSION = 1
+_SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+# How long a write waits for a lock held by another connection (another
+# process on the same file) before failing with "database is locked".
+_BUSY_TIMEOUT_S = 10.0
+# After a huge commit the WAL file keeps its size; cap what stays on disk.
+_JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Bound on `?` parameters per statement: below SQLite's historic default
+# limit of 999, so any build of SQLite accepts the statement.
+_CHUNK = 900
+
+_UPSERT = (
+    "INSERT INTO kv (key, value, version) VALUES (?, ?, ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, version = excluded.version"
+)
+
+
+class SqliteStore:
+    """A `Store` in a SQLite file (WAL mode); see the module docstring."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
+        synchronous: str = "NORMAL",
+    ) -> None:
+        sync = synchronous.upper() if isinstance(synchronous, str) else synchronous
+        if sync not in _SYNCHRONOUS:
+            # Whitelisted because it is interpolated into a PRAGMA.
+            raise ValueError(
+                f"synchronous must be one of {', '.join(_SYNCHRONOUS)}, got {synchronous!r}"
+            )
+        self.path = Path(path)
+        self.max_value_size = max_value_size
+        self.synchronous = sync
+        self._limiter = trio.CapacityLimiter(1)
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<SqliteStore {str(self.path)!r}{' closed' if self._closed else ''}>"
+
+    # -- the Store protocol (trio side) --
+
+    async def get(self, key: str) -> Entry | None:
+        _check_key(key)
+        return await self._run(self._get, key)
+
+    async def get_many(self, keys: Sequence[str]) -> dict[str, Entry]:
+        keys = builtins.list(keys)
+        for key in keys:
+            _check_key(key)
+        return await self._run(self._get_many, keys)
+
+    async def list(self, prefix: str) -> builtins.list[str]:
+        _check_prefix(prefix)
+        return await self._run(self._list, prefix)
+
+    async def scan(self, prefix: str) -> builtins.list[tuple[str, Entry]]:
+        _check_prefix(prefix)
+        return await self._run(self._scan, prefix)
+
+    async def put(self, key: str, value: bytes, *, expected_version: int | None = None) -> int:
+        resolution = await self._run(self._commit, [Put(key, value, expected_version)])
+        version = resolution.versions[0]
+        assert version is not None
+        return version
+
+    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
+        resolution = await self._run(self._commit, [Delete(key, expected_version)])
+        return resolution.existed[0]
+
+    async def commit(self, ops: Sequence[Op]) -> builtins.list[int | None]:
+        ops = builtins.list(ops)  # a snapshot the caller cannot change under the thread
+        if not ops:
+            await trio.lowlevel.checkpoint()
+            if self._closed:
+                raise trio.ClosedResourceError("store is closed")
+            return []
+        resolution = await self._run(self._commit, ops)
+        return resolution.versions
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        # Refuse new calls at once; calls already queued on the limiter see
+        # the flag in their thread and fail the same way.
+        self._closed = True
+        # Closing must finish even if our caller is cancelled, or the file
+        # would stay open; it waits at most for the call in flight.
+        with trio.CancelScope(shield=True):
+            try:
+                await trio.to_thread.run_sync(self._close, limiter=self._limiter)
+            except sqlite3.Error as exc:
+                raise StorageError(f"sqlite store {str(self.path)!r}: {exc}") from exc
+
+    # -- plumbing --
+
+    async def _run(self, fn: Callable[..., _T], *args: object) -> _T:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            raise trio.ClosedResourceError("store is closed")
+        try:
+            return await trio.to_thread.run_sync(self._in_thread, fn, args, limiter=self._limiter)
+        except (sqlite3.Error, OSError) as exc:
+            # OSError: the directory could not be created or the file opened.
+            raise StorageError(f"sqlite store {str(self.path)!r}: {exc}") from exc
+
+    def _in_thread(self, fn: Callable[..., _T], args: tuple) -> _T:
+        if self._closed:
+            raise trio.ClosedResourceError("store is closed")
+        return fn(*args)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
+        return self._conn
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: no implicit transactions; we issue BEGIN and
+        # COMMIT ourselves so a commit is exactly one transaction.
+        conn = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+        )
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            if mode.lower() != "wal":
+                # e.g. a filesystem without shared memory: refuse rather than
+                # silently run with different durability and locking.
+                raise StorageError(
+                    f"sqlite store {str(self.path)!r}: cannot enable WAL (journal_mode={mode})"
+                )
+            conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+            conn.execute(f"PRAGMA journal_size_limit = {_JOURNAL_SIZE_LIMIT}")
+            conn.execute("BEGIN IMMEDIATE")
+            (version,) = conn.execute("PRAGMA user_version").fetchone()
+            if version == 0:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS kv ("
+                    " key TEXT PRIMARY KEY NOT NULL,"
+                    " value BLOB NOT NULL,"
+                    " version INTEGER NOT NULL"
+                    ") WITHOUT ROWID"
+                )
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif version != SCHEMA_VERSION:
+                raise StorageError(
+                    f"sqlite store {str(self.path)!r} has schema version {version}; "
+                    f"this Marathon understands {SCHEMA_VERSION}"
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        try:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        except sqlite3.Error:
+            # The connection is in an unknown state: drop it (which rolls
+            # back whatever is open) and reconnect on the next call.
+            self._conn = None
+            conn.close()
+
+    # -- in the worker thread --
+
+    def _get(self, key: str) -> Entry | None:
+        row = (
+            self._connection()
+            .execute("SELECT value, version FROM kv WHERE key = ?", (key,))
+            .fetchone()
+        )
+        return None if row is None else Entry(row[0], row[1])
+
+    def _get_many(self, keys: builtins.list[str]) -> dict[str, Entry]:
+        conn = self._connection()
+        unique = builtins.list(dict.fromkeys(keys))
+        found: dict[str, Entry] = {}
+        # Several statements: read them in one transaction so they see one
+        # snapshot even if another process writes in between.
+        several = len(unique) > _CHUNK
+        if several:
+            conn.execute("BEGIN")
+        try:
+            for i in range(0, len(unique), _CHUNK):
+                chunk = unique[i : i + _CHUNK]
+                marks = ",".join("?" * len(chunk))
+                for key, value, version in conn.execute(
+                    f"SELECT key, value, version FROM kv WHERE key IN ({marks})", chunk
+                ):
+                    found[key] = Entry(value, version)
+            if several:
+                conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+        # The caller's order, like MemoryStore.
+        return {key: found[key] for key in unique if key in found}
+
+    def _range(self, columns: str, prefix: str) -> sqlite3.Cursor:
+        # A range on the primary key instead of LIKE: LIKE cannot use the
+        # index for a parameter and is case-insensitive for ASCII.
+        conn = self._connection()
+        upper = _prefix_successor(prefix)
+        if upper is None:
+            return conn.execute(f"SELECT {columns} FROM kv WHERE key >= ? ORDER BY key", (prefix,))
+        return conn.execute(
+            f"SELECT {columns} FROM kv WHERE key >= ? AND key < ? ORDER BY key", (prefix, upper)
+        )
+
+    def _list(self, prefix: str) -> builtins.list[str]:
+        return [key for (key,) in self._range("key", prefix)]
+
+    def _scan(self, prefix: str) -> builtins.list[tuple[str, Entry]]:
+        return [
+            (key, Entry(value, version))
+            for key, value, version in self._range("key, value, version", prefix)
+        ]
+
+    def _commit(self, ops: builtins.list[Op]) -> _Resolution:
+        # Validation first: an invalid or oversized op fails the commit before
+        # the database is even opened.
+        _validate_ops(ops, self.max_value_size)
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Key order throughout: B-tree pages are then visited once each,
+            # in order, instead of at random (2-3x faster for a large batch
+            # of scattered keys).
+            keys = sorted({op.key for op in ops})
+            resolution = _resolve(ops, self._versions(conn, keys).get)
+            writes = resolution.writes
+            upserts = []
+            deletes = []
+            for key in keys:
+                if key in writes:
+                    write = writes[key]
+                    if write is None:
+                        deletes.append((key,))
+                    else:
+                        upserts.append((key, write[0], write[1]))
+            if deletes:
+                conn.executemany("DELETE FROM kv WHERE key = ?", deletes)
+            if upserts:
+                conn.executemany(_UPSERT, upserts)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._rollback(conn)
+            raise
+        return resolution
+
+    def _versions(self, conn: sqlite3.Connection, keys: builtins.list[str]) -> dict[str, int]:
+        versions: dict[str, int] = {}
+        for i in range(0, len(keys), _CHUNK):
+            chunk = keys[i : i + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            versions.update(
+                conn.execute(f"SELECT key, version FROM kv WHERE key IN ({marks})", chunk)
+            )
+        return versions

@@ -1,0 +1,170 @@
+"""From (app, instance, placement) to the `TaskLaunch` an agent runs.
+
+Pure (SPEC.md 8.3, 8.5, 8.6): the command or argv, resources and limits, the
+kill grace period, the fetch list, and the task environment with Marathon's
+variables (`MESOS_TASK_ID`, `MARATHON_APP_*`, `PORT0`, `PORTS`, `PORT_<NAME>`,
+`HOST`, label variables) before the user's own `env`, which wins.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from msgspec import UNSET
+
+from .models.app import AppDefinition, EnvSecretRef
+from .models.instance import Instance
+from .models.launch import FetchUri, TaskLaunch
+
+DEFAULT_KILL_GRACE_SECONDS = 3.0
+_LABEL_KEY_SANITIZE = re.compile(r"[^a-zA-Z0-9_]+")
+
+
+@dataclass(frozen=True, slots=True)
+class PortAssignment:
+    """One port of a task (SPEC.md 8.3)."""
+
+    name: str | None
+    requested: int  # the port asked for: definition port / containerPort
+    effective: int  # the port to reach the task on
+    host_port: int | None
+
+
+def port_assignments(app: AppDefinition, host_ports: Sequence[int], *, seed: int = 0) -> list[PortAssignment]:
+    """Match allocated host ports (in port order, only for ports that asked
+    for one) to the app's port definitions or mappings."""
+    out: list[PortAssignment] = []
+    hp = iter(host_ports)
+    if app.host_networking:
+        for d in app.port_definitions or []:  # type: ignore[union-attr]
+            host = next(hp, None)
+            out.append(PortAssignment(None if d.name is UNSET else d.name, d.port, host or 0, host))  # type: ignore[arg-type]
+        return out
+    rng = random.Random(seed)
+    mappings = (app.container.port_mappings if app.container else UNSET) or []
+    for m in mappings:  # type: ignore[union-attr]
+        name = None if m.name is UNSET else m.name
+        if m.host_port is not UNSET:
+            host = next(hp, None)
+            out.append(PortAssignment(name, m.container_port, host or 0, host))  # type: ignore[arg-type]
+        else:
+            effective = m.container_port or rng.randint(1025, 65535)
+            out.append(PortAssignment(name, m.container_port, effective, None))  # type: ignore[arg-type]
+    return out
+
+
+def _fmt_double(value: float) -> str:
+    """Scala's Double.toString for the values Marathon renders (0.1, 128.0)."""
+    return repr(float(value))
+
+
+def label_variables(labels: dict[str, str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    keys = []
+    for key, value in labels.items():
+        if len(key) >= 512 - 19 or len(value) >= 512:
+            continue
+        sanitized = _LABEL_KEY_SANITIZE.sub("_", key).upper()
+        keys.append(sanitized)
+        env[f"MARATHON_APP_LABEL_{sanitized}"] = value
+    env["MARATHON_APP_LABELS"] = " ".join(keys)
+    return env
+
+
+def task_environment(
+    app: AppDefinition,
+    *,
+    task_id: str,
+    hostname: str,
+    ports: Sequence[PortAssignment],
+    env_vars_prefix: str | None = None,
+    enforce_role: bool = False,
+) -> dict[str, str]:
+    env: dict[str, str] = {
+        "MESOS_TASK_ID": task_id,
+        "MARATHON_APP_ID": app.id,
+        "MARATHON_APP_VERSION": app.version if app.version is not UNSET else "",  # type: ignore[dict-item]
+        "MARATHON_APP_RESOURCE_CPUS": _fmt_double(app.cpus),
+        "MARATHON_APP_RESOURCE_MEM": _fmt_double(app.mem),
+        "MARATHON_APP_RESOURCE_DISK": _fmt_double(app.disk),
+        "MARATHON_APP_RESOURCE_GPUS": str(int(app.gpus)),
+        "MARATHON_APP_ENFORCE_GROUP_ROLE": "TRUE" if enforce_role else "FALSE",
+    }
+    container = app.container
+    if container and container.type == "DOCKER" and container.docker is not UNSET:  # type: ignore[union-attr]
+        env["MARATHON_APP_DOCKER_IMAGE"] = container.docker.image  # type: ignore[union-attr]
+    env.update(label_variables(app.labels))
+
+    prefix = env_vars_prefix or ""
+    if ports:
+        effective = [p.effective for p in ports]
+        for i, p in enumerate(ports):
+            env[f"{prefix}PORT{i}"] = str(p.effective)
+            env[f"{prefix}PORT_{p.requested or p.effective}"] = str(p.effective)
+            if p.name:
+                env[f"{prefix}PORT_{p.name.upper()}"] = str(p.effective)
+        env[f"{prefix}PORT"] = str(effective[0])
+        env[f"{prefix}PORTS"] = ",".join(str(p) for p in effective)
+    env[f"{prefix}HOST"] = hostname
+
+    for key, value in app.env.items():
+        if isinstance(value, EnvSecretRef):
+            continue  # resolved by a secrets plugin, never by us
+        env[key] = value
+    return env
+
+
+def build_launch(
+    app: AppDefinition,
+    instance: Instance,
+    *,
+    env_vars_prefix: str | None = None,
+    enforce_role: bool = False,
+) -> TaskLaunch:
+    """The launch of `instance`'s current task (the instance must be provisioned)."""
+    task = instance.task
+    assert task is not None and instance.agent_id is not None
+    ports = port_assignments(app, task.host_ports, seed=zlib.crc32(task.task_id.encode()))
+    env = task_environment(
+        app,
+        task_id=task.task_id,
+        hostname=instance.hostname or "",
+        ports=ports,
+        env_vars_prefix=env_vars_prefix,
+        enforce_role=enforce_role,
+    )
+    limits = app.resource_limits
+    cmd = app.cmd if isinstance(app.cmd, str) else None
+    return TaskLaunch(
+        task_id=task.task_id,
+        instance_id=instance.instance_id,
+        app_id=app.id,
+        agent_id=instance.agent_id,
+        shell=cmd is not None,
+        command=cmd,
+        argv=list(app.args) if cmd is None else [],
+        env=env,
+        cpus=app.cpus,
+        mem=app.mem,
+        disk=app.disk,
+        gpus=app.gpus,
+        cpu_limit=None if limits is UNSET or limits.cpus is UNSET else limits.cpus,  # type: ignore[union-attr]
+        mem_limit=None if limits is UNSET or limits.mem is UNSET else limits.mem,  # type: ignore[union-attr]
+        host_ports=list(task.host_ports),
+        kill_grace_seconds=float(app.task_kill_grace_period_seconds)
+        if app.task_kill_grace_period_seconds is not UNSET
+        else DEFAULT_KILL_GRACE_SECONDS,
+        user=app.user if isinstance(app.user, str) else None,
+        fetch=[
+            FetchUri(
+                uri=f.uri, extract=f.extract, executable=f.executable, cache=f.cache,
+                dest_path=None if f.dest_path is UNSET else f.dest_path,  # type: ignore[arg-type]
+            )
+            for f in app.fetch
+        ],
+        labels=dict(app.labels),
+    )

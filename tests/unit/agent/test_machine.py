@@ -1,0 +1,59 @@
+"""This machine's facts: port arithmetic, bound ports, process identity."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+from marathon.agent import machine
+from marathon.agent.machine import ListeningPorts, subtract_ports
+from marathon.models.agent import PortRange
+
+
+def test_subtract_ports_splits_ranges_around_taken_ports():
+    ranges = [PortRange(100, 110), PortRange(200, 201)]
+    assert subtract_ports(ranges, [100, 105, 106, 110, 201, 5000]) == [
+        PortRange(101, 104), PortRange(107, 109), PortRange(200, 200)]
+    assert subtract_ports(ranges, []) == ranges
+    assert subtract_ports([PortRange(1, 1)], [1]) == []
+
+
+def test_bound_ports_include_listening_tcp_and_bound_udp_only():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    udp = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    udp.bind(("::1", 0))
+    connected = socket.create_connection(listener.getsockname())
+    try:
+        ports = machine.read_bound_ports()
+        assert listener.getsockname()[1] in ports
+        assert udp.getsockname()[1] in ports
+        # An outgoing connection's ephemeral port is not a listening one.
+        assert connected.getsockname()[1] not in ports
+    finally:
+        for s in (listener, udp, connected):
+            s.close()
+
+
+def test_listening_ports_are_cached_for_their_ttl():
+    now = [0.0]
+    cache = ListeningPorts(ttl=1.0, clock=lambda: now[0])
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    assert port not in cache.get()
+    s.listen()
+    now[0] = 0.5
+    assert port not in cache.get()  # still the cached scan
+    now[0] = 1.0
+    assert port in cache.get()
+    s.close()
+
+
+def test_process_identity_is_pid_plus_start_time():
+    st = machine.proc_stat(os.getpid())
+    assert st is not None and st.state in "RS" and st.ppid == os.getppid()
+    assert machine.proc_start_time(os.getpid()) == st.start_time > 0
+    assert machine.proc_stat(2**22 + 1) is None  # above pid_max: never exists
+    assert len(machine.boot_id()) == 36

@@ -1,0 +1,71 @@
+"""The whole pipeline in virtual time: API -> plan -> deployment -> scheduler -> simulated agents."""
+
+from __future__ import annotations
+
+import trio
+import trio.testing
+
+from marathon.cluster.sim import SimConfig
+from marathon.testing import InProcess
+
+APP = {"id": "/svc", "cmd": "sleep 1000", "cpus": 1, "mem": 128, "instances": 3}
+
+
+async def test_create_scale_delete_in_virtual_time(autojump_clock):
+    async with InProcess.start(agents=4) as m:
+        r = await m.client.post("/v2/apps", json=APP)
+        assert r.status_code == 201
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.running("/svc")) == 3
+        first = {i.instance_id for i in m.running("/svc")}
+
+        r = await m.client.put("/v2/apps/svc", json={"instances": 6})
+        assert r.status_code == 200
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.running("/svc")) == 6
+        assert first <= {i.instance_id for i in m.running("/svc")}
+
+        r = await m.client.put("/v2/apps/svc", json={"instances": 2})
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.instances("/svc")) == 2
+
+        r = await m.client.delete("/v2/apps/svc")
+        with trio.fail_after(600):
+            await m.settle()
+        assert m.instances("/svc") == [] and m.driver.live_task_ids() == []
+
+
+async def test_instances_beyond_capacity_wait_for_room(autojump_clock):
+    async with InProcess.start(sim=SimConfig(agents=2, cpus=2)) as m:
+        await m.client.post("/v2/apps", json=dict(APP, instances=6))
+        await trio.sleep(30)
+        assert len(m.running("/svc")) == 4  # 2 agents x 2 cpus
+        assert m.services.deployments.running(), "the deployment waits for capacity"
+        await m.client.put("/v2/apps/svc", json={"instances": 4}, params={"force": "true"})
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.running("/svc")) == 4
+
+
+async def test_crash_loop_backs_off_and_config_change_resets(autojump_clock):
+    async with InProcess.start(agents=2) as m:
+        await m.client.post("/v2/apps", json=dict(APP, instances=1, backoffSeconds=10, backoffFactor=2))
+        with trio.fail_after(600):
+            await m.settle()
+        launches = []
+        for _ in range(4):
+            (inst,) = m.running("/svc")
+            launches.append(trio.current_time())
+            m.driver.fail([inst.task.task_id])
+            with trio.fail_after(1000):
+                await m.wait_until(lambda: any(i.task.task_id != inst.task.task_id for i in m.running("/svc")))  # noqa: B023
+        gaps = [b - a for a, b in zip(launches, launches[1:], strict=False)]
+        assert [round(g) for g in gaps] == [10, 20, 40]
+        queue_delay = m.services.launch_queue.delay(m.services.groups.app("/svc"))
+        assert queue_delay.current == 80
+
+        await m.client.put("/v2/apps/svc", json={"cmd": "sleep 2000"})
+        assert m.services.launch_queue.delay(m.services.groups.app("/svc")) is None

@@ -1,0 +1,79 @@
+"""The task environment and launch description (SPEC.md 8.5)."""
+
+from __future__ import annotations
+
+from marathon.models.app import AppDefinition, PortDefinition
+from marathon.models.instance import Instance, InstanceState, Task
+from marathon.task_builder import build_launch
+
+V = "2024-05-06T07:08:09.010Z"
+
+
+def launch_of(app: AppDefinition, ports=(31001, 31002), prefix=None):
+    inst = Instance(
+        instance_id="prod_web.instance-1",
+        run_spec_id=app.id,
+        run_spec_version=V,
+        state=InstanceState(condition="Provisioned", since=0),
+        agent_id="agent-1",
+        hostname="node1",
+        task=Task(task_id="prod_web.instance-1._app.1", condition="Provisioned", host_ports=list(ports)),
+    )
+    return build_launch(app, inst, env_vars_prefix=prefix)
+
+
+APP = AppDefinition(
+    id="/prod/web",
+    cmd="serve",
+    version=V,
+    cpus=0.1,
+    mem=32,
+    labels={"tier": "front-end", "a.b": "c"},
+    env={"PORT0": "user-wins", "X": "1"},
+    port_definitions=[PortDefinition(port=10000, name="http"), PortDefinition(port=0)],
+)
+
+
+def test_marathon_variables():
+    env = launch_of(APP).env
+    assert env["MESOS_TASK_ID"] == "prod_web.instance-1._app.1"
+    assert env["MARATHON_APP_ID"] == "/prod/web"
+    assert env["MARATHON_APP_VERSION"] == V
+    assert env["MARATHON_APP_RESOURCE_CPUS"] == "0.1"
+    assert env["MARATHON_APP_RESOURCE_MEM"] == "32.0"
+    assert env["MARATHON_APP_RESOURCE_GPUS"] == "0"
+    assert env["MARATHON_APP_LABELS"] == "TIER A_B"
+    assert env["MARATHON_APP_LABEL_TIER"] == "front-end"
+    assert env["HOST"] == "node1"
+
+
+def test_port_variables_and_user_env_wins():
+    env = launch_of(APP).env
+    assert env["PORT0"] == "user-wins"  # the user's env is applied last
+    assert env["PORT1"] == "31002"
+    assert env["PORT_10000"] == "31001"
+    assert env["PORT_31002"] == "31002"  # requested 0: named after the effective port
+    assert env["PORT_HTTP"] == "31001"
+    assert env["PORT"] == "31001" and env["PORTS"] == "31001,31002"
+
+
+def test_prefix_applies_to_port_and_host_variables():
+    env = launch_of(AppDefinition(id="/prod/web", cmd="x", version=V, port_definitions=[PortDefinition(port=0)]), ports=[31000], prefix="MY_").env
+    assert env["MY_PORT0"] == "31000" and env["MY_HOST"] == "node1" and "PORT0" not in env
+
+
+def test_no_port_variables_without_ports():
+    env = launch_of(AppDefinition(id="/prod/web", cmd="x", version=V, port_definitions=[]), ports=[]).env
+    assert not any(k.startswith("PORT") for k in env)
+
+
+def test_shell_command_vs_args():
+    assert launch_of(APP).shell and launch_of(APP).command == "serve"
+    argv = launch_of(AppDefinition(id="/prod/web", args=["/bin/echo", "hi"], version=V, port_definitions=[]), ports=[])
+    assert not argv.shell and argv.argv == ["/bin/echo", "hi"]
+
+
+def test_kill_grace_defaults_to_three_seconds():
+    assert launch_of(APP).kill_grace_seconds == 3.0
+    app = AppDefinition(id="/prod/web", cmd="x", version=V, port_definitions=[], task_kill_grace_period_seconds=7)
+    assert launch_of(app, ports=[]).kill_grace_seconds == 7.0
