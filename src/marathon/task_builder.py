@@ -18,7 +18,8 @@ from msgspec import UNSET
 
 from .models.app import AppDefinition, EnvSecretRef
 from .models.instance import Instance
-from .models.launch import FetchUri, TaskLaunch
+from .models.app import MESOS_HEALTH_PROTOCOLS, HealthCheck
+from .models.launch import AgentHealthCheck, FetchUri, TaskLaunch
 
 DEFAULT_KILL_GRACE_SECONDS = 3.0
 _LABEL_KEY_SANITIZE = re.compile(r"[^a-zA-Z0-9_]+")
@@ -118,6 +119,34 @@ def task_environment(
     return env
 
 
+def agent_health_check(app: AppDefinition, ports: Sequence[PortAssignment]) -> AgentHealthCheck | None:
+    """The one Mesos-level health check sent with the task (SPEC.md 6.4: at most
+    one is sent; the port prefers the container port, else the host port)."""
+    check: HealthCheck | None = next(
+        (h for h in app.health_checks if h.protocol == "COMMAND" or h.protocol in MESOS_HEALTH_PROTOCOLS), None
+    )
+    if check is None:
+        return None
+    port: int | None = None
+    if check.protocol != "COMMAND":
+        if check.port is not UNSET:
+            port = check.port  # type: ignore[assignment]
+        elif check.port_index is not UNSET and check.port_index < len(ports):  # type: ignore[operator]
+            assignment = ports[check.port_index]  # type: ignore[index]
+            port = assignment.effective
+    return AgentHealthCheck(
+        protocol=check.protocol,  # type: ignore[arg-type]
+        command=check.command.value if check.command is not UNSET else None,  # type: ignore[union-attr]
+        port=port,
+        path=check.path if check.path is not UNSET else "/",  # type: ignore[arg-type]
+        grace_period_seconds=float(check.grace_period_seconds),
+        interval_seconds=float(check.interval_seconds),
+        timeout_seconds=float(check.timeout_seconds),
+        consecutive_failures=check.max_consecutive_failures,
+        delay_seconds=float(check.delay_seconds),
+    )
+
+
 def build_launch(
     app: AppDefinition,
     instance: Instance,
@@ -167,4 +196,5 @@ def build_launch(
             for f in app.fetch
         ],
         labels=dict(app.labels),
+        health_check=agent_health_check(app, ports),
     )

@@ -22,6 +22,26 @@ class FetchUri(Struct, frozen=True, kw_only=True):
     dest_path: str | None = None
 
 
+class AgentHealthCheck(Struct, frozen=True, kw_only=True):
+    """A health check the agent runs next to the task (Marathon's Mesos-level
+    checks: COMMAND, MESOS_HTTP, MESOS_HTTPS, MESOS_TCP; SPEC.md 6.4).
+
+    Mesos semantics: failures before the first success are ignored during
+    `grace_period_seconds`; the task is killed after `consecutive_failures`
+    failures in a row, where 0 means on the first failure.
+    """
+
+    protocol: Literal["COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"]
+    command: str | None = None  # COMMAND: run with /bin/sh -c in the task's sandbox and environment
+    port: int | None = None  # MESOS_*: the port to probe on the agent's host
+    path: str = "/"  # MESOS_HTTP(S)
+    grace_period_seconds: float = 300.0
+    interval_seconds: float = 60.0
+    timeout_seconds: float = 20.0
+    consecutive_failures: int = 3
+    delay_seconds: float = 15.0
+
+
 class TaskLaunch(Struct, frozen=True, kw_only=True):
     task_id: str
     instance_id: str
@@ -45,3 +65,4 @@ class TaskLaunch(Struct, frozen=True, kw_only=True):
     user: str | None = None
     fetch: list[FetchUri] = []
     labels: dict[str, str] = {}
+    health_check: AgentHealthCheck | None = None

@@ -138,9 +138,17 @@ class GroupManager:
         force: bool = False,
         restart: Sequence[str] = (),
         to_kill: Mapping[str, list[str]] | None = None,
+        dry_run: bool = False,
     ) -> DeploymentPlan:
+        """Apply `change(root, version)` and deploy the result.
+
+        `dry_run=True` computes and returns the plan without storing or
+        deploying anything (`PUT /v2/groups?dryRun=true`).
+        """
         async with self._lock:
             version = self._next_version()
+            if dry_run:
+                return self._prepare(change, version, restart, to_kill)[1]
             try:
                 return await self._update_locked(change, version, force, restart, to_kill)
             except AppLocked:
@@ -151,17 +159,14 @@ class GroupManager:
                 )
                 raise
 
-    async def _update_locked(
+    def _prepare(
         self,
         change: Change,
         version: str,
-        force: bool,
         restart: Sequence[str],
         to_kill: Mapping[str, list[str]] | None,
-    ) -> DeploymentPlan:
-        limit = self._config.max_running_deployments
-        if len(self._deployments.running()) >= limit:
-            raise TooManyDeployments(limit)
+    ) -> tuple[Group, DeploymentPlan]:
+        """The target root and its plan (pure: nothing is stored)."""
         original = self.root
         target = change(original, version)
         target = planning.assign_service_ports(
@@ -179,6 +184,37 @@ class GroupManager:
             target_version=version,
             to_kill=to_kill,
         )
+        return target, plan
+
+    async def update_without_deployment(self, change: Change) -> str:
+        """Store a change that must not deploy anything (e.g. `PATCH /v2/groups`
+        changing `enforceRole`); refused if it would change any app.  Returns
+        the new root version."""
+        async with self._lock:
+            version = self._next_version()
+            target = _with_root_version(change(self.root, version), version)
+            if target.app_map() != self.root.app_map():
+                raise ValueError("update_without_deployment must not change apps")
+            planning.validate_root(target)
+            await self._repo.commit(self._repo.root_ops(target, []))
+            self.root = target
+            self._dirty = True
+            self._bus.publish(GroupChangeSuccess(timestamp=self._bus.now(), group_id="/", version=version))
+            return version
+
+    async def _update_locked(
+        self,
+        change: Change,
+        version: str,
+        force: bool,
+        restart: Sequence[str],
+        to_kill: Mapping[str, list[str]] | None,
+    ) -> DeploymentPlan:
+        limit = self._config.max_running_deployments
+        if len(self._deployments.running()) >= limit:
+            raise TooManyDeployments(limit)
+        original = self.root
+        target, plan = self._prepare(change, version, restart, to_kill)
         conflicts = self._deployments.conflicts(plan.affected_apps)
         if conflicts and not force:
             raise AppLocked(conflicts)
