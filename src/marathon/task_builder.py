@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 from msgspec import UNSET
 
-from .models.app import AppDefinition, EnvSecretRef
+from .models.app import MESOS_HEALTH_PROTOCOLS, AppDefinition, EnvSecretRef, HealthCheck
 from .models.instance import Instance
-from .models.app import MESOS_HEALTH_PROTOCOLS, HealthCheck
 from .models.launch import AgentHealthCheck, FetchUri, TaskLaunch
 
 DEFAULT_KILL_GRACE_SECONDS = 3.0
