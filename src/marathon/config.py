@@ -61,6 +61,8 @@ class Config:
     scale_apps_interval: int = field(default=300000, metadata={"help": "ms between periodic scale checks."})
     kill_retry_timeout: int = field(default=30000, metadata={"help": "ms after which an unconfirmed kill is sent again."})
     event_stream_max_outstanding_messages: int = field(default=1024, metadata={"help": "Events buffered per /v2/events client before it is disconnected."})
+    max_concurrent_marathon_health_checks: int = field(default=256, metadata={"help": "Marathon-level health probes in flight at once."})
+    deployment_progress_deadline_seconds: float = field(default=600.0, metadata={"help": "Seconds without progress after which a deployment is reported stalled (it keeps trying)."})
     webui_url: str | None = field(default=None, metadata={"help": "URL of the web UI reported in /v2/info."})
 
     # -- storage -----------------------------------------------------------------
@@ -146,6 +148,11 @@ def _convert(name: str, raw: Any) -> Any:
     tp = str(f.type)
     if raw is None or isinstance(raw, bool):
         return raw
+    if tp.startswith("float"):
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"--{name}: '{raw}' is not a number") from None
     if tp.startswith("int"):
         try:
             return int(raw)

@@ -325,3 +325,62 @@ def restart_starts(*, instances: int, max_capacity: int, old_active: int, starte
     """How many new instances may be launched now (SPEC.md 4.4 step 2)."""
     left = max(0, max_capacity - old_active - started)
     return min(max(0, instances - started), left)
+
+
+# -- reverting a deployment (SPEC.md 4.7) ---------------------------------------------
+
+
+def revert(original: Group, target: Group, current: Group, *, version: str) -> Group:
+    """Undo what the plan original -> target changed, applied to `current`.
+
+    Apps that differ between original and target get their original definition
+    back (deleted ones are re-created) or, if the plan created them, are removed.
+    Groups, innermost first: groups the plan removed come back with their old
+    dependencies, dependency changes are undone, and groups the plan added are
+    removed if they are empty now (otherwise only the dependencies it added go).
+    """
+    from .models.group import put_app, remove_app, update_group
+
+    o_apps, t_apps = original.app_map(), target.app_map()
+    result = current
+    for app_id in sorted(set(o_apps) | set(t_apps)):
+        old, new = o_apps.get(app_id), t_apps.get(app_id)
+        if old == new:
+            continue
+        result = put_app(result, old, version=version) if old is not None else remove_app(result, app_id, version=version)
+
+    o_groups = {g.id: g for g in original.transitive_groups()}
+    t_groups = {g.id: g for g in target.transitive_groups()}
+    for gid in sorted(set(o_groups) | set(t_groups), key=lambda g: -len(pathid.segments(g))):
+        if gid == pathid.ROOT:
+            continue
+        og, tg = o_groups.get(gid), t_groups.get(gid)
+        if og is not None and tg is None:
+            result = update_group(
+                result, gid,
+                lambda g, og=og: structs.replace(g, dependencies=list(og.dependencies)) if g is not None
+                else Group(id=og.id, dependencies=list(og.dependencies), enforce_role=og.enforce_role, version=version),
+                version=version,
+            )
+        elif og is not None and tg is not None and set(og.dependencies) != set(tg.dependencies):
+            added, removed = set(tg.dependencies) - set(og.dependencies), set(og.dependencies) - set(tg.dependencies)
+            result = update_group(
+                result, gid,
+                lambda g, a=added, r=removed: None if g is None
+                else structs.replace(g, dependencies=sorted((set(g.dependencies) - a) | r)),
+                version=version,
+            )
+        elif og is None and tg is not None:
+            cg = result.group(gid)
+            if cg is None:
+                continue
+            if not cg.apps and not cg.groups:
+                result = update_group(result, gid, lambda g: None, version=version)
+            else:
+                added = set(tg.dependencies)
+                result = update_group(
+                    result, gid,
+                    lambda g, a=added: None if g is None else structs.replace(g, dependencies=sorted(set(g.dependencies) - a)),
+                    version=version,
+                )
+    return result

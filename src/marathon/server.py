@@ -33,11 +33,14 @@ from .models.agent import Attribute, PortRange
 from .models.app import UnreachableEnabled
 from .models.instance import TaskStatus, parse_task_id
 from .models.resources import Resources
+from .plugins import health_checkers, plugin_manager
 from .services.deployments import DeploymentManager
 from .services.events import EventBus
 from .services.groups import GroupManager, GroupsConfig
+from .services.health import HealthService
 from .services.instances import InstanceTracker
 from .services.launch_queue import LaunchQueue
+from .services.readiness import ReadinessService
 from .services.reconciler import Reconciler, ReconcilerConfig
 from .services.scheduler import Scheduler
 from .storage import Store, open_store
@@ -100,6 +103,8 @@ class Services:
     scheduler: Scheduler
     bus: EventBus
     repo: StateRepository
+    health: HealthService
+    readiness: ReadinessService
     api_context: ApiContext
 
 
@@ -188,7 +193,27 @@ async def start_services(
         time_ms=time_ms,
         on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
     )
-    deployments = DeploymentManager(repo, tracker, launch_queue, bus, time_ms=time_ms)
+    pm = plugin_manager()
+    health = HealthService(
+        tracker,
+        bus,
+        root=lambda: groups_ref[0].root,
+        app_at=repo.app_at,
+        checkers=health_checkers(pm),
+        time_ms=time_ms,
+        max_concurrent=config.max_concurrent_marathon_health_checks,
+    )
+    readiness = ReadinessService(tracker, time_ms=time_ms)
+    deployments = DeploymentManager(
+        repo,
+        tracker,
+        launch_queue,
+        bus,
+        time_ms=time_ms,
+        health=health,
+        readiness=readiness,
+        progress_deadline_seconds=config.deployment_progress_deadline_seconds,
+    )
     groups = GroupManager(
         repo,
         deployments,
@@ -241,8 +266,10 @@ async def start_services(
     nursery.start_soon(
         _pump_status_updates, driver, tracker, groups, time_ms, "task_killing" in config.features
     )
+    await nursery.start(readiness.run)
     await nursery.start(deployments.run)
     await nursery.start(scheduler.run)
+    await nursery.start(health.run)
     await nursery.start(groups.run)
     await nursery.start(reconciler.run)
     await groups.resume_deployments()
@@ -257,6 +284,8 @@ async def start_services(
         bus=bus,
         repo=repo,
         time_ms=time_ms,
+        health=health,
+        readiness=readiness,
         started_ms=time_ms(),
     )
     return Services(
@@ -269,6 +298,8 @@ async def start_services(
         scheduler=scheduler,
         bus=bus,
         repo=repo,
+        health=health,
+        readiness=readiness,
         api_context=api_context,
     )
 

@@ -13,13 +13,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..errors import MarathonError
-from . import apps, deployments, system, tasks
+from . import apps, deployments, events, groups, queue, system, tasks
 from ._context import ApiContext
 from ._http import HeadersMiddleware, http_error, internal_error, marathon_error
 
 
 def build_app(ctx: ApiContext) -> Any:
-    routes = apps.routes + tasks.routes + deployments.routes + system.routes
+    routes = apps.routes + groups.routes + tasks.routes + deployments.routes + events.routes + queue.routes + system.routes
     app = Starlette(
         routes=routes,
         exception_handlers={

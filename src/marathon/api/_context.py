@@ -9,8 +9,10 @@ from ..config import Config
 from ..services.deployments import DeploymentManager
 from ..services.events import EventBus
 from ..services.groups import GroupManager
+from ..services.health import HealthService
 from ..services.instances import InstanceTracker
 from ..services.launch_queue import LaunchQueue
+from ..services.readiness import ReadinessService
 from ..storage.repository import StateRepository
 
 
@@ -24,6 +26,8 @@ class ApiContext:
     bus: EventBus
     repo: StateRepository
     time_ms: Callable[[], int]
+    health: HealthService | None = None
+    readiness: ReadinessService | None = None
     started_ms: int = 0
     # (app id, version) -> canonical app JSON; apps are immutable per version.
     app_json_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)

@@ -9,7 +9,7 @@ every request.
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -72,7 +72,7 @@ def _ip_of(hostname: str) -> str | None:
         return None
 
 
-def counts(instances: Iterable[Instance], health: Any = None) -> dict[str, int]:
+def counts(instances: Iterable[Instance], health: Callable[[Instance], bool | None] | None = None) -> dict[str, int]:
     staged = running = healthy = unhealthy = 0
     for inst in instances:
         task = inst.task
@@ -92,7 +92,7 @@ def counts(instances: Iterable[Instance], health: Any = None) -> dict[str, int]:
     return {"tasksStaged": staged, "tasksRunning": running, "tasksHealthy": healthy, "tasksUnhealthy": unhealthy}
 
 
-def task_json(inst: Instance, app: AppDefinition | None, *, health_results: list | None = None) -> dict[str, Any]:
+def task_json(ctx: ApiContext, inst: Instance, app: AppDefinition | None) -> dict[str, Any]:
     task = inst.task
     assert task is not None
     out: dict[str, Any] = {
@@ -116,7 +116,7 @@ def task_json(inst: Instance, app: AppDefinition | None, *, health_results: list
         if ip:
             ips = [ip]
     out["ipAddresses"] = [{"ipAddress": ip, "protocol": "IPv6" if ":" in ip else "IPv4"} for ip in ips]
-    out["healthCheckResults"] = health_results or []
+    out["healthCheckResults"] = ctx.health.results_of(app, inst) if ctx.health is not None and app is not None else []
     out["localVolumes"] = []
     if inst.region:
         out["region"] = inst.region
@@ -155,13 +155,14 @@ def app_info(ctx: ApiContext, app: AppDefinition, embeds: set[str], *, stored: b
     instances = ctx.tracker.of_app(app.id)
     extra: dict[str, Any] = {}
     if "counts" in embeds:
-        extra.update(counts(instances))
+        health = (lambda i: ctx.health.health_of(app, i)) if ctx.health is not None and app.health_checks else None
+        extra.update(counts(instances, health))
     if "deployments" in embeds:
         extra["deployments"] = [{"id": d} for d in ctx.deployments.deployments_of(app.id)]
     if "readiness" in embeds:
-        extra["readinessCheckResults"] = []
+        extra["readinessCheckResults"] = ctx.readiness.results_for(app.id) if ctx.readiness is not None else []
     if "tasks" in embeds:
-        extra["tasks"] = [task_json(i, app) for i in placed(instances)]
+        extra["tasks"] = [task_json(ctx, i, app) for i in placed(instances)]
     if "lastTaskFailure" in embeds:
         failure = task_failure_json(ctx, app.id)
         if failure is not None:

@@ -167,8 +167,7 @@ async def create_app(request: Request) -> Response:
             raise Conflict(f"A group with id [{app.id}] already exists.")
         return store_app(root, app, version=version, new_group=ctx.groups.new_group_factory(version))
 
-    plan = await ctx.groups.update(change, force=force)
-    _publish_post(ctx, request, ctx.groups.app(app.id))
+    plan = await ctx.groups.update(change, force=force, announce=lambda root: _publish_post(ctx, request, root.app(app.id)))
     shown = structs.replace(app, version=plan.version)
     body = splice(
         app_info(ctx, shown, set(), stored=False),
@@ -236,8 +235,7 @@ async def _update_one(request: Request, *, partial_default: bool, allow_create: 
         created = current is None
         return store_app(root, new, version=version, new_group=ctx.groups.new_group_factory(version))
 
-    plan = await ctx.groups.update(change, force=force)
-    _publish_post(ctx, request, ctx.groups.app(app_id))
+    plan = await ctx.groups.update(change, force=force, announce=lambda root: _publish_post(ctx, request, root.app(app_id)))
     if created:
         return deployment_result(plan.id, plan.version, 201, location=f"{base_url(request)}{app_id}")
     return deployment_result(plan.id, plan.version)
@@ -318,7 +316,7 @@ async def app_tasks(request: Request) -> Response:
         if app is None:
             raise AppNotFound(app_id)
         apps = [app]
-    tasks = [task_json(i, a) for a in apps for i in placed(ctx.tracker.of_app(a.id))]
+    tasks = [task_json(ctx, i, a) for a in apps for i in placed(ctx.tracker.of_app(a.id))]
     return json_response({"tasks": tasks})
 
 
@@ -380,7 +378,7 @@ async def kill_app_tasks(request: Request) -> Response:
     killed, response = await kill_instances(ctx, app_id, instances, scale=scale, wipe=wipe, force=force)
     if response is not None:
         return response
-    return json_response({"tasks": [task_json(i, app) for i in killed]})
+    return json_response({"tasks": [task_json(ctx, i, app) for i in killed]})
 
 
 async def kill_app_task(request: Request) -> Response:
@@ -401,7 +399,7 @@ async def kill_app_task(request: Request) -> Response:
     _, response = await kill_instances(ctx, app_id, [inst], scale=scale, wipe=wipe, force=force)
     if response is not None:
         return response
-    return json_response({"task": task_json(inst, app)})
+    return json_response({"task": task_json(ctx, inst, app)})
 
 
 routes = [

@@ -29,7 +29,7 @@ async def list_tasks(request: Request) -> Response:
         for inst in placed(ctx.tracker.of_app(app.id)):
             if wanted and inst.condition not in wanted:
                 continue
-            tasks.append(task_json(inst, app))
+            tasks.append(task_json(ctx, inst, app))
     return json_response({"tasks": tasks})
 
 
@@ -60,7 +60,7 @@ async def delete_tasks(request: Request) -> Response:
     for app_id, instances in by_app.items():
         killed, _ = await kill_instances(ctx, app_id, instances, scale=False, wipe=wipe, force=force)
         app = ctx.groups.app(app_id)
-        out.extend(task_json(i, app) for i in killed)
+        out.extend(task_json(ctx, i, app) for i in killed)
     return json_response({"tasks": out})
 
 

@@ -71,6 +71,15 @@ class DeploymentFailed(Event, tag="deployment_failed"):
     reason: str | None = None
 
 
+class DeploymentProgressDeadlineExceeded(Event, tag="deployment_progress_deadline_exceeded_event"):
+    """Ours, not Marathon's: a deployment made no progress for its deadline (it keeps trying)."""
+
+    id: str
+    plan: Any
+    current_step: int
+    deadline_seconds: float
+
+
 class AppTerminatedEvent(Event, tag="app_terminated_event"):
     app_id: str
 
@@ -141,6 +150,15 @@ class UnhealthyInstanceKillEvent(Event, tag="unhealthy_instance_kill_event"):
     reason: str
     host: str
     slave_id: str | None = None
+
+
+class HealthKillsSuppressedEvent(Event, tag="health_check_kills_suppressed_event"):
+    """Ours, not Marathon's: health kills held back to protect capacity (RELIABILITY.md AG-6)."""
+
+    app_id: str
+    reason: str
+    failed: int
+    probed: int
 
 
 def encode(event: Event) -> bytes:

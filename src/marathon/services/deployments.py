@@ -27,6 +27,7 @@ from ..models.events import (
     AppTerminatedEvent,
     DeploymentFailed,
     DeploymentInfo,
+    DeploymentProgressDeadlineExceeded,
     DeploymentStepFailure,
     DeploymentStepSuccess,
     DeploymentSuccess,
@@ -35,8 +36,10 @@ from ..models.group import Group
 from ..models.instance import Condition, Goal, Instance
 from ..storage.repository import StateRepository
 from .events import EventBus
+from .health import HealthService
 from .instances import InstanceTracker
 from .launch_queue import LaunchQueue
+from .readiness import ReadinessService
 
 log = logging.getLogger("marathon.deployments")
 
@@ -45,7 +48,7 @@ log = logging.getLogger("marathon.deployments")
 RESYNC_SECONDS = 5.0
 CANCELLED = "The upgrade has been cancelled"
 
-HealthView = Callable[[AppDefinition, Instance], bool | None]
+DEFAULT_PROGRESS_DEADLINE_SECONDS = 600.0
 
 
 @dataclass(eq=False)
@@ -58,6 +61,13 @@ class RunningDeployment:
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     done: trio.Event = field(default_factory=trio.Event)
     cancel_reason: str | None = None
+    # Progress: the last moment (trio time) an action got closer to its goal.
+    last_progress: float = 0.0
+    stalled: bool = False
+
+    def progressed(self) -> None:
+        self.last_progress = trio.current_time()
+        self.stalled = False
 
     @property
     def affected_apps(self) -> list[str]:
@@ -77,7 +87,9 @@ class DeploymentManager:
         bus: EventBus,
         *,
         time_ms: Callable[[], int],
-        health: HealthView | None = None,
+        health: HealthService | None = None,
+        readiness: ReadinessService | None = None,
+        progress_deadline_seconds: float = DEFAULT_PROGRESS_DEADLINE_SECONDS,
     ) -> None:
         self._repo = repo
         self._tracker = tracker
@@ -85,6 +97,8 @@ class DeploymentManager:
         self._bus = bus
         self._time_ms = time_ms
         self._health = health
+        self._readiness = readiness
+        self._deadline = progress_deadline_seconds
         self._running: dict[str, RunningDeployment] = {}
         self._nursery: trio.Nursery | None = None
 
@@ -129,25 +143,31 @@ class DeploymentManager:
 
     # -- execution ----------------------------------------------------------------
 
+    async def _watch_progress(self, run: RunningDeployment) -> None:
+        """Mark a deployment that stopped making progress (it keeps trying)."""
+        while True:
+            await trio.sleep(min(self._deadline, 1.0))
+            if not run.stalled and trio.current_time() - run.last_progress > self._deadline:
+                run.stalled = True
+                log.warning("deployment exceeded its progress deadline id=%s seconds=%s", run.plan.id, self._deadline)
+                self._bus.publish(
+                    DeploymentProgressDeadlineExceeded(
+                        timestamp=self._bus.now(), id=run.plan.id, plan=plan_json(run.plan),
+                        current_step=run.current_step, deadline_seconds=self._deadline,
+                    )
+                )
+
     async def _execute(self, run: RunningDeployment) -> None:
         plan = run.plan
         pj = plan_json(plan)
+        run.progressed()
         log.info("deployment started id=%s apps=%s steps=%d", plan.id, ",".join(plan.affected_apps), len(plan.steps))
         try:
             with run.cancel_scope:
-                for index, step in enumerate(plan.steps):
-                    run.current_step = index + 1
-                    run.current_actions = list(step.actions)
-                    step_json = steps_json([step])[0]
-                    self._bus.publish(DeploymentInfo(timestamp=self._bus.now(), plan=pj, current_step=step_json))
-                    try:
-                        async with trio.open_nursery() as nursery:
-                            for action in step.actions:
-                                nursery.start_soon(self._action, run, action)
-                    except Exception:
-                        self._bus.publish(DeploymentStepFailure(timestamp=self._bus.now(), plan=pj, current_step=step_json))
-                        raise
-                    self._bus.publish(DeploymentStepSuccess(timestamp=self._bus.now(), plan=pj, current_step=step_json))
+                async with trio.open_nursery() as watchdog:
+                    watchdog.start_soon(self._watch_progress, run)
+                    await self._run_steps(run, pj)
+                    watchdog.cancel_scope.cancel()
                 run.current_actions = []
                 await self._repo.commit([self._repo.deployment_delete(plan.id)])
                 self._bus.publish(DeploymentSuccess(timestamp=self._bus.now(), id=plan.id, plan=pj))
@@ -162,40 +182,68 @@ class DeploymentManager:
             self._bus.publish(DeploymentFailed(timestamp=self._bus.now(), id=plan.id, plan=pj, reason=str(exc)))
         finally:
             self._running.pop(plan.id, None)
+            for app_id in plan.affected_apps:
+                if self._readiness is not None and not self.deployments_of(app_id):
+                    self._readiness.forget(app_id)
             run.done.set()
+
+    async def _run_steps(self, run: RunningDeployment, pj: dict) -> None:
+        for index, step in enumerate(run.plan.steps):
+            run.current_step = index + 1
+            run.current_actions = list(step.actions)
+            run.progressed()
+            step_json = steps_json([step])[0]
+            self._bus.publish(DeploymentInfo(timestamp=self._bus.now(), plan=pj, current_step=step_json))
+            try:
+                async with trio.open_nursery() as nursery:
+                    for action in step.actions:
+                        nursery.start_soon(self._action, run, action)
+            except Exception:
+                self._bus.publish(DeploymentStepFailure(timestamp=self._bus.now(), plan=pj, current_step=step_json))
+                raise
+            self._bus.publish(DeploymentStepSuccess(timestamp=self._bus.now(), plan=pj, current_step=step_json))
 
     async def _action(self, run: RunningDeployment, action: DeploymentAction) -> None:
         if action.action == "StartApplication":
             return
         if action.action == "StopApplication":
-            await self._stop(action.app)
+            await self._stop(run, action.app)
             return
         app = run.target.app(action.app)
         if app is None:  # the plan was computed against this target: cannot happen
             raise RuntimeError(f"app {action.app} missing from the deployment target")
         if action.action == "ScaleApplication":
-            await self._scale(app, action.scale_to if action.scale_to is not None else app.instances, action.to_kill)
+            await self._scale(run, app, action.scale_to if action.scale_to is not None else app.instances, action.to_kill)
         elif action.action == "RestartApplication":
-            await self._restart(app)
+            await self._restart(run, app)
 
     # -- health and readiness as deployments see them ---------------------------
 
-    def _has_checks(self, app: AppDefinition) -> bool:
-        return bool(app.health_checks) or app.check is not UNSET or bool(app.readiness_checks)
-
     def _considered_healthy(self, app: AppDefinition, inst: Instance) -> bool:
-        """SPEC.md 4.4's H: without checks every goal-Running instance counts."""
-        if not self._has_checks(app):
-            return inst.state.goal == Goal.RUNNING
-        return self._ready(app, inst)
+        """SPEC.md 4.4's H.  Without any check every goal-Running instance counts.
+        With health checks, an instance counts when it is healthy, and unlike
+        Marathon (⚠) Marathon-level results count too (docs/compatibility.md);
+        with only readiness or a Mesos `check`, a Running instance counts."""
+        if inst.state.goal != Goal.RUNNING:
+            return False
+        if not app.health_checks and app.check is UNSET and not app.readiness_checks:
+            return True
+        if app.health_checks:
+            return self._healthy(app, inst)
+        return inst.state.condition == Condition.RUNNING
 
-    def _ready(self, app: AppDefinition, inst: Instance) -> bool:
-        """Healthy (if health checks) and ready (if readiness checks) and Running."""
+    def _healthy(self, app: AppDefinition, inst: Instance) -> bool:
         if inst.state.condition != Condition.RUNNING:
             return False
-        if self._health is not None and (app.health_checks or app.readiness_checks):
-            return bool(self._health(app, inst))
-        return True
+        if not app.health_checks or self._health is None:
+            return True
+        return self._health.health_of(app, inst) is True
+
+    def _ready(self, app: AppDefinition, inst: Instance) -> bool:
+        """Running, healthy (if health checks) and ready (if readiness checks)."""
+        if not self._healthy(app, inst):
+            return False
+        return self._readiness is None or self._readiness.is_ready(app, inst)
 
     async def _wait_change(self, app_id: str, event: trio.Event) -> None:
         with trio.move_on_after(RESYNC_SECONDS):
@@ -203,8 +251,9 @@ class DeploymentManager:
 
     # -- actions ----------------------------------------------------------------
 
-    async def _scale(self, app: AppDefinition, scale_to: int, to_kill: Sequence[str]) -> None:
+    async def _scale(self, run: RunningDeployment, app: AppDefinition, scale_to: int, to_kill: Sequence[str]) -> None:
         sentenced = list(to_kill)
+        best = -1
         while True:
             changed = self._tracker.changed(app.id)
             instances = self._tracker.of_app(app.id)
@@ -223,11 +272,15 @@ class DeploymentManager:
                 continue
             wanted = [i for i in instances if i.state.goal == Goal.RUNNING]
             leaving = [i for i in instances if i.state.goal != Goal.RUNNING and i.is_active]
-            if not leaving and len(wanted) == scale_to and all(self._ready(app, i) for i in wanted):
+            ready = sum(1 for i in wanted if self._ready(app, i))
+            if ready - len(leaving) > best:
+                best = ready - len(leaving)
+                run.progressed()
+            if not leaving and len(wanted) == scale_to and ready == scale_to:
                 return
             await self._wait_change(app.id, changed)
 
-    async def _stop(self, app_id: str) -> None:
+    async def _stop(self, run: RunningDeployment, app_id: str) -> None:
         while True:
             changed = self._tracker.changed(app_id)
             instances = self._tracker.of_app(app_id)
@@ -245,7 +298,7 @@ class DeploymentManager:
         self._queue.forget_app(app_id)
         self._bus.publish(AppTerminatedEvent(timestamp=self._bus.now(), app_id=app_id))
 
-    async def _restart(self, app: AppDefinition) -> None:
+    async def _restart(self, run: RunningDeployment, app: AppDefinition) -> None:
         """Rolling replacement with SPEC.md 4.4's exact capacity arithmetic."""
         n = app.instances
         new_version = app.version
@@ -291,6 +344,8 @@ class DeploymentManager:
 
             # Each new instance that becomes healthy and ready lets one old one go.
             ready_now = {i.instance_id for i in new if self._ready(app, i)}
+            if ready_now - ready_before:
+                run.progressed()
             kills_allowed += len(ready_now - ready_before)
             ready_before = ready_now
 

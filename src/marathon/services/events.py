@@ -31,6 +31,7 @@ class Subscription:
     types: frozenset[str] | None
     remote_address: str = ""
     dropped: bool = False
+    closed: trio.Event = field(default_factory=trio.Event)
     _bus: EventBus | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -102,3 +103,4 @@ class EventBus:
         if sub in self._subscribers:
             self._subscribers.remove(sub)
         sub._send.close()
+        sub.closed.set()

@@ -139,18 +139,21 @@ class GroupManager:
         restart: Sequence[str] = (),
         to_kill: Mapping[str, list[str]] | None = None,
         dry_run: bool = False,
+        announce: Callable[[Group], None] | None = None,
     ) -> DeploymentPlan:
         """Apply `change(root, version)` and deploy the result.
 
         `dry_run=True` computes and returns the plan without storing or
-        deploying anything (`PUT /v2/groups?dryRun=true`).
+        deploying anything (`PUT /v2/groups?dryRun=true`).  `announce(new_root)`
+        runs once the change is stored, before `group_change_success` is
+        published (the API's `api_post_event` comes first, as in Marathon).
         """
         async with self._lock:
             version = self._next_version()
             if dry_run:
                 return self._prepare(change, version, restart, to_kill)[1]
             try:
-                return await self._update_locked(change, version, force, restart, to_kill)
+                return await self._update_locked(change, version, force, restart, to_kill, announce)
             except AppLocked:
                 raise
             except Exception as exc:
@@ -209,6 +212,7 @@ class GroupManager:
         force: bool,
         restart: Sequence[str],
         to_kill: Mapping[str, list[str]] | None,
+        announce: Callable[[Group], None] | None = None,
     ) -> DeploymentPlan:
         limit = self._config.max_running_deployments
         if len(self._deployments.running()) >= limit:
@@ -236,6 +240,8 @@ class GroupManager:
         self.root = target
         self._dirty = True
         self._deployments.start(plan, original, target)
+        if announce is not None:
+            announce(target)
         self._bus.publish(GroupChangeSuccess(timestamp=self._bus.now(), group_id="/", version=version))
         return plan
 

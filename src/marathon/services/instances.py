@@ -34,6 +34,7 @@ from ..instance_update import (
 )
 from ..models.events import (
     InstanceChangedEvent,
+    InstanceHealthChangedEvent,
     StatusUpdateEvent,
     UnknownInstanceTerminatedEvent,
 )
@@ -170,6 +171,17 @@ class InstanceTracker:
             ev = self._app_events[app_id] = trio.Event()
         return ev
 
+    def notify(self, app_id: str) -> None:
+        """Wake whoever waits on `changed(app_id)` (health changed, not the instance)."""
+        ev = self._app_events.pop(app_id, None)
+        if ev is not None:
+            ev.set()
+
+    async def record_task_failure(self, failure: TaskFailure) -> None:
+        """Remember a task failure Marathon caused itself (a health-check kill)."""
+        await self._repo.commit([self._repo.task_failure_put(failure)])
+        self._task_failures[failure.app_id] = failure
+
     async def forget_task_failure(self, app_id: str) -> None:
         if self._task_failures.pop(app_id, None) is not None:
             await self._repo.commit([self._repo.task_failure_delete(app_id)])
@@ -278,6 +290,14 @@ class InstanceTracker:
                         self._bus.publish(_status_event(inst, op, ts))
                     if prev is None or prev.state.condition != inst.state.condition or prev.state.goal != inst.state.goal or isinstance(eff, Expunged):
                         self._bus.publish(_changed_event(inst, ts))
+                    if prev is not None and prev.state.healthy != inst.state.healthy and inst.state.healthy is not None:
+                        # Health reported by the agent (Mesos-level checks).
+                        self._bus.publish(
+                            InstanceHealthChangedEvent(
+                                timestamp=ts, instance_id=inst.instance_id, run_spec_id=inst.run_spec_id,
+                                healthy=inst.state.healthy, run_spec_version=inst.run_spec_version,
+                            )
+                        )
                     if inst.state.goal != Goal.RUNNING and inst.condition in ACTIVE and inst.task is not None:
                         if inst.task.task_id not in self._kills_sent:
                             to_kill.append(inst.task.task_id)
