@@ -17,6 +17,7 @@ import msgspec
 
 from .._version import MARATHON_API_VERSION, __version__
 from ..models.app import AppDefinition, AppUpdate
+from ..models.group_update import GroupPartialUpdate, GroupUpdate
 
 _REF = "#/components/schemas/{name}"
 _ERROR = {"$ref": "#/components/schemas/Error"}
@@ -74,6 +75,69 @@ _PARAMS_OF = {
 }
 
 
+# -- /v2/groups ----------------------------------------------------------------------------
+
+_GROUP_INFO = {"$ref": "#/components/schemas/GroupInfo"}
+_GROUP_RESULT = {"$ref": "#/components/schemas/DeploymentResult"}
+_GROUP_VERSIONS = {"type": "array", "items": {"type": "string"}}
+_GROUP_APPS = {"type": "array", "items": {"$ref": "#/components/schemas/AppInfo"}}
+_GROUP_DRY_RUN = "; `dryRun=true` answers `{\"steps\": [...]}` and changes nothing"
+_OPS.update({
+    ("GET", "/v2/groups"): ("The root group", None, 200, _GROUP_INFO),
+    ("POST", "/v2/groups"): ("Create a group (body id relative to /)", "GroupUpdate", 201, _GROUP_RESULT),
+    ("PUT", "/v2/groups"): ("Update the root group: structural, `scaleBy` or `version` rollback" + _GROUP_DRY_RUN, "GroupUpdate", 200, _GROUP_RESULT),
+    ("DELETE", "/v2/groups"): ("Remove every app and group", None, 200, _GROUP_RESULT),
+    ("GET", "/v2/groups/apps"): ("Every app (AppInfo array)", None, 200, _GROUP_APPS),
+    ("GET", "/v2/groups/versions"): ("Stored versions of the root group, newest first", None, 200, _GROUP_VERSIONS),
+    ("GET", "/v2/groups/versions/{version}"): ("The root group at a stored version", None, 200, _GROUP_INFO),
+    ("GET", "/v2/groups/{group_id}/apps"): ("Every app below a group (AppInfo array)", None, 200, _GROUP_APPS),
+    ("GET", "/v2/groups/{group_id}/versions"): ("Stored root versions containing the group, newest first", None, 200, _GROUP_VERSIONS),
+    ("GET", "/v2/groups/{group_id}/versions/{version}"): ("A group at a stored version", None, 200, _GROUP_INFO),
+    ("GET", "/v2/groups/{group_id}"): ("One group", None, 200, _GROUP_INFO),
+    ("POST", "/v2/groups/{group_id}"): ("Create a group (body id relative to the path); 409 if it exists", "GroupUpdate", 201, _GROUP_RESULT),
+    ("PUT", "/v2/groups/{group_id}"): ("Create or update a group: structural, `scaleBy` or `version` rollback" + _GROUP_DRY_RUN, "GroupUpdate", 200, _GROUP_RESULT),
+    ("PATCH", "/v2/groups/{group_id}"): ("Set `enforceRole` of a top-level group (no deployment, empty 200)", "GroupPartialUpdate", 200, {}),
+    ("DELETE", "/v2/groups/{group_id}"): ("Remove a group and everything below it", None, 200, _GROUP_RESULT),
+})
+_QUERY["dryRun"] = ("boolean", "Only compute the deployment steps; nothing is stored or deployed.")
+_QUERY["embed"] = (
+    _QUERY["embed"][0],
+    _QUERY["embed"][1] + " Groups: group.groups, group.apps, group.pods, group.apps.<app embed>"
+    " (default: groups, apps and pods).",
+)
+_PARAMS_OF.update({
+    ("GET", "/v2/groups"): ["embed"],
+    ("GET", "/v2/groups/{group_id}"): ["embed"],
+    ("GET", "/v2/groups/apps"): ["embed"],
+    ("GET", "/v2/groups/{group_id}/apps"): ["embed"],
+    ("POST", "/v2/groups"): ["force"],
+    ("POST", "/v2/groups/{group_id}"): ["force"],
+    ("PUT", "/v2/groups"): ["force", "dryRun"],
+    ("PUT", "/v2/groups/{group_id}"): ["force", "dryRun"],
+    ("DELETE", "/v2/groups"): ["force"],
+    ("DELETE", "/v2/groups/{group_id}"): ["force"],
+})
+
+
+def _group_components() -> dict[str, Any]:
+    """GroupUpdate, GroupPartialUpdate (generated) and GroupInfo (output)."""
+    (_, components) = msgspec.json.schema_components([GroupUpdate, GroupPartialUpdate], ref_template=_REF)
+    components["GroupInfo"] = {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "apps": {"type": "array", "items": {"$ref": _REF.format(name="AppInfo")}},
+            "pods": {"type": "array", "items": {"type": "object"}},
+            "groups": {"type": "array", "items": {"$ref": _REF.format(name="GroupInfo")}},
+            "dependencies": {"type": "array", "items": {"type": "string"}},
+            "version": {"type": "string"},
+            "enforceRole": {"type": "boolean"},
+        },
+        "required": ["id", "dependencies", "version", "enforceRole"],
+    }
+    return components
+
+
 def _clean_path(path: str) -> str:
     return re.sub(r"\{(\w+):\w+\}", r"{\1}", path)
 
@@ -85,6 +149,8 @@ class _TaskIds(msgspec.Struct):
 @lru_cache(maxsize=1)
 def _components() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components([AppDefinition, AppUpdate, _TaskIds], ref_template=_REF)
+    for name, schema in _group_components().items():
+        components.setdefault(name, schema)
     components["TaskIds"] = components.pop("_TaskIds")
     components["AppUpdateList"] = {"type": "array", "items": {"$ref": _REF.format(name="AppUpdate")}}
     components["Error"] = {

@@ -353,6 +353,10 @@ class DeploymentManager:
             queue = planning.kill_queue(old_running, lambda i: self._considered_healthy(app, i))
             kill_count = min(len(queue), max(0, kills_allowed - kills_issued))
             if kill_count:
+                log.debug(
+                    "restart replaces old instances app=%s kill=%d allowed=%d issued=%d ready_new=%d",
+                    app.id, kill_count, kills_allowed, kills_issued, len(ready_now),
+                )
                 kills_issued += kill_count
                 goal = Goal.STOPPED if app.is_resident else Goal.DECOMMISSIONED
                 await self._tracker.process(

@@ -251,9 +251,7 @@ class HealthService:
         if result.healthy is None:
             return False
         key = (inst.task.task_id, index)  # type: ignore[union-attr]
-        rec = self._records.get(key)
-        if rec is None:
-            rec = self._records[key] = HealthRecord()
+        rec = self._records.get(key) or HealthRecord()
         was_alive = rec.alive
         earned_kill = False
         if result.healthy:
@@ -265,7 +263,7 @@ class HealthService:
             if inst.condition != Condition.RUNNING:
                 return False
             if rec.first_success is None and now < inst.state.since + check.grace_period_seconds * 1000:
-                return False  # inside the grace period, before the first success
+                return False  # inside the grace period, before the first success: not counted
             self._bus.publish(
                 FailedHealthCheckEvent(
                     timestamp=format_ms(now), app_id=app.id, task_id=inst.instance_id, health_check=to_builtins(check)
@@ -277,6 +275,7 @@ class HealthService:
             rec.consecutive_failures += 1
             rec.last_failure = now
             rec.last_failure_cause = result.cause
+        self._records[key] = rec
         if rec.alive != was_alive:
             self._bus.publish(
                 HealthStatusChangedEvent(
