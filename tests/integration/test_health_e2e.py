@@ -118,9 +118,9 @@ def test_health_and_readiness_gate_a_rolling_upgrade(marathon):
 
         fresh = wait_for(new_task_waiting, timeout=60, message="a new healthy task waiting for readiness")
 
-        def readiness_result():
+        def readiness_result(task_id: str = fresh["id"]) -> list[dict]:
             results = marathon.deployments()[0]["currentActions"][0]["readinessCheckResults"]
-            return [r for r in results if r["taskId"] == fresh["id"]]
+            return [r for r in results if r["taskId"] == task_id]
 
         (result,) = wait_for(readiness_result, timeout=30, message="the new task's readiness result")
         assert result["ready"] is False and result["name"] == "ready"

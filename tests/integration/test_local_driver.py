@@ -1,6 +1,7 @@
 """The local driver end to end: a batch of real tasks through their whole lives,
 a clean stop that leaves them running, a restart that re-adopts them, and a
-final kill that leaves nothing behind (checked in /proc)."""
+final kill that leaves nothing behind (checked in /proc); the same with
+health-checked tasks, some of which fall ill and are killed."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import trio
 from marathon.cluster.local import LocalDriver
 from marathon.models.agent import PortRange
 from marathon.models.instance import TaskStatus, new_instance_id, task_id_for
-from marathon.models.launch import TaskLaunch
+from marathon.models.launch import AgentHealthCheck, TaskLaunch
 from marathon.models.resources import Resources
 
 pytestmark = pytest.mark.integration
@@ -130,5 +131,53 @@ async def test_batch_lifecycle_clean_restart_and_readoption(work_dir: Path):
         await latest.until(lambda s: all(s[t.task_id].state == "TASK_KILLED" for t in sleepers))
         assert _pids_under(work_dir) == []
         assert second.offers()[0].free.cpus == TOTAL.cpus
+        nursery.cancel_scope.cancel()
+    assert os.listdir(work_dir / "checkpoint") == []
+
+
+async def test_health_checked_batch_survives_a_restart_and_kills_the_sick(work_dir: Path):
+    hc = AgentHealthCheck(protocol="COMMAND", command='test ! -f "$MESOS_SANDBOX/sick"',
+                          delay_seconds=0, interval_seconds=0.2, timeout_seconds=5,
+                          grace_period_seconds=30, consecutive_failures=2)
+    first = LocalDriver(work_dir, hostname="127.0.0.1", resources=TOTAL,
+                        kill_tasks_on_exit=False, health_check_concurrency=4)
+    latest = Latest()
+    with trio.CancelScope() as scope:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(first.run)
+            nursery.start_soon(latest.follow, first)
+            tasks = [_task(first.agent_id, n, shell=False, argv=["sleep", "1000"],
+                           health_check=hc) for n in range(16)]
+            first.launch(tasks)
+            await latest.until(lambda s: all(
+                s.get(t.task_id) and s[t.task_id].healthy is True for t in tasks))
+            sick, tasks = tasks[:4], tasks[4:]
+            for t in sick:
+                (work_dir / "sandboxes" / t.task_id / "sick").touch()
+            await latest.until(lambda s: all(s[t.task_id].state == "TASK_KILLED" for t in sick))
+            for t in sick:
+                final = latest.by_task[t.task_id]
+                assert (final.healthy, final.message, final.reason) == (
+                    False, "Task killed because of failed health check",
+                    "REASON_TASK_HEALTH_CHECK_STATUS_UPDATED")
+            assert all(latest.by_task[t.task_id].healthy is True for t in tasks)
+            scope.cancel()  # a clean stop that leaves the healthy tasks running
+    assert len(_pids_under(work_dir)) == len(tasks)  # tasks only: no probe left
+
+    second = LocalDriver(work_dir, hostname="127.0.0.1", resources=TOTAL)
+    latest = Latest()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(second.run)
+        nursery.start_soon(latest.follow, second)
+        second.reconcile(None)
+        await latest.until(lambda s: all(
+            s.get(t.task_id) and s[t.task_id].state == "TASK_RUNNING" for t in tasks))
+        # The health known before the restart, then still healthy: no change reported.
+        assert all(latest.by_task[t.task_id].healthy is True for t in tasks)
+        (work_dir / "sandboxes" / tasks[0].task_id / "sick").touch()
+        await latest.until(lambda s: s[tasks[0].task_id].state == "TASK_KILLED")
+        second.kill([t.task_id for t in tasks[1:]])
+        await latest.until(lambda s: all(s[t.task_id].state in TERMINAL for t in tasks))
+        assert _pids_under(work_dir) == []
         nursery.cancel_scope.cancel()
     assert os.listdir(work_dir / "checkpoint") == []

@@ -10,8 +10,9 @@ Layout under the agent's work dir:
     agent_id                      the agent's stable id (written once)
     checkpoint/<task id>.json     one `TaskCheckpoint` per non-terminal task
 
-A record is written once, right after the spawn (with the pid and its start
-time), and deleted when the task is terminal.  Writes go to a temporary
+A record is written right after the spawn (with the pid and its start
+time), again whenever the task's health changes, and deleted when the task
+is terminal.  Writes go to a temporary
 file renamed over the old one, so a reader sees either the old or the new
 record, never half of one.  If the agent dies between a spawn and its
 record, the next start still finds the process, by the MESOS_SANDBOX in its
@@ -57,6 +58,12 @@ class TaskCheckpoint(Struct, kw_only=True):
     pgid: int | None = None
     running_since: int | None = None  # ms since the epoch
     cgroup: TaskCgroup | None = None
+    # Health checks resume after a restart from these: when the task became
+    # RUNNING (wall clock, s; the grace period counts from it), the health
+    # last reported, and whether a probe ever succeeded.
+    running_at: float | None = None
+    healthy: bool | None = None
+    health_succeeded: bool = False
 
 
 _encoder = msgspec.json.Encoder()

@@ -28,6 +28,10 @@ falls behind and the channel fills, lifecycle statuses wait in an ordered
 overflow (a few per task, so bounded by the number of tasks) and are never
 dropped; answers to reconciliation, which can always be asked again, are
 dropped instead once that overflow is long.
+
+A task launched with a `health_check` is probed next to it once RUNNING
+(`health.py`): changes of its health go out as TASK_RUNNING statuses with
+`healthy` set, and too many failures in a row kill it.
 """
 
 from __future__ import annotations
@@ -58,6 +62,15 @@ from .checkpoint import (
     examine,
     kill_pids,
 )
+from .health import (
+    HEALTH_KILL_MESSAGE,
+    HEALTH_REASON,
+    MIN_INTERVAL,
+    HealthState,
+    Prober,
+    command_context,
+    describe_exit,
+)
 
 log = logging.getLogger("marathon.agent")
 
@@ -85,7 +98,8 @@ class _Task:
     __slots__ = (
         "launch", "resources", "sandbox", "state", "state_ts", "message", "reason", "exit_code",
         "pid", "pgid", "start_time", "pidfd", "popen", "cgroup", "adopted", "kill_requested",
-        "kill_deadline", "spawned", "exited",
+        "kill_deadline", "spawned", "exited", "record", "healthy", "health", "health_scope",
+        "health_killed",
     )
 
     def __init__(self, launch: TaskLaunch, sandbox: Path) -> None:
@@ -111,6 +125,11 @@ class _Task:
         self.kill_deadline: float | None = None
         self.spawned = trio.Event()  # spawn attempted (pid set, or it failed)
         self.exited = trio.Event()  # terminal status emitted
+        self.record: TaskCheckpoint | None = None  # as last checkpointed
+        self.healthy: bool | None = None  # last health reported (None: not known yet)
+        self.health: HealthState | None = None
+        self.health_scope: trio.CancelScope | None = None  # the health checks' loop
+        self.health_killed = False  # killed because of failed health checks
 
 
 class _Outbox:
@@ -173,6 +192,7 @@ class Executor:
         sandbox_max_age: float = 3600.0,
         sandbox_max_count: int = 1000,
         spawn_concurrency: int = 8,
+        health_check_concurrency: int = 256,
     ) -> None:
         self.work_dir = work_dir
         self.sandboxes = work_dir / "sandboxes"
@@ -185,6 +205,7 @@ class Executor:
         self._sandbox_max_age = sandbox_max_age
         self._sandbox_max_count = sandbox_max_count
         self._limiter = trio.CapacityLimiter(spawn_concurrency)
+        self._prober = Prober(concurrency=health_check_concurrency, spawn_limiter=self._limiter)
         self._outbox = _Outbox(send)
         self._nursery: trio.Nursery | None = None
         self._boot_id = machine.boot_id()
@@ -264,6 +285,8 @@ class Executor:
             first = not t.kill_requested
             t.kill_requested = True
             t.kill_deadline = deadline
+            if t.health_scope is not None:
+                t.health_scope.cancel()  # no probing once a kill starts
             if first:
                 self._set(t, "TASK_KILLING")
             nursery.start_soon(self._kill, t, deadline, first)
@@ -292,7 +315,7 @@ class Executor:
     def _status_of(self, t: _Task) -> TaskStatus:
         return TaskStatus(
             task_id=t.launch.task_id, state=t.state, agent_id=self.agent_id, message=t.message,
-            reason=t.reason, timestamp=t.state_ts, exit_code=t.exit_code,
+            reason=t.reason, timestamp=t.state_ts, exit_code=t.exit_code, healthy=t.healthy,
         )
 
     def _unknown(self, tid: str) -> TaskStatus:
@@ -327,6 +350,10 @@ class Executor:
                 del self._ports[port]
         if t.pid is not None:
             self._watched_pids.discard(t.pid)
+        if t.health_scope is not None:
+            t.health_scope.cancel()
+        # Like Mesos: an end says nothing of health, unless health ended it.
+        t.healthy = False if t.health_killed else None
         self.checkpoint.delete(tid)
         try:
             os.utime(t.sandbox)  # the sandbox GC ages sandboxes from their task's end
@@ -380,6 +407,7 @@ class Executor:
         if not t.kill_requested:
             self._set(t, "TASK_STARTING")
             self._set(t, "TASK_RUNNING")
+            self._start_health_checks(t, trio.current_time())
         return True
 
     def _spawn(self, t: _Task) -> None:
@@ -398,6 +426,12 @@ class Executor:
                     t.cgroup = self.cgroups.create(launch)
                 except OSError as e:
                     raise SpawnError(f"Failed to launch task: cannot create its cgroup: {e}") from e
+                if user_kw:
+                    # Join as root, then become the user: an unprivileged
+                    # process may not move itself into a root-owned cgroup.
+                    argv = machine.as_user_argv(user_kw["user"], user_kw["group"],  # type: ignore[arg-type]
+                                                user_kw["extra_groups"], argv)  # type: ignore[arg-type]
+                    user_kw = {}
                 argv, executable = Cgroups.join_argv(t.cgroup, argv), None
                 record.cgroup = t.cgroup
             with open(t.sandbox / "stdout", "ab") as out, open(t.sandbox / "stderr", "ab") as err:
@@ -424,6 +458,8 @@ class Executor:
         t.start_time = machine.proc_start_time(popen.pid)
         record.pid, record.pgid, record.start_time = t.pid, t.pgid, t.start_time
         record.running_since = self._time_ms()
+        record.running_at = time.time()
+        t.record = record
         try:
             self.checkpoint.write(record)
         except OSError as e:
@@ -433,6 +469,10 @@ class Executor:
 
     async def _finish(self, t: _Task) -> None:
         """The leader has exited: kill what it left, reap it, report."""
+        if t.health_scope is not None:
+            # Before the kill below reaches the probe in flight (it runs in
+            # the task's cgroup): its failure is the task's end, not ill health.
+            t.health_scope.cancel()
         # Before reaping: while the leader is an unreaped zombie its pid, and
         # so its group id, cannot be reused, so this signal reaches only ours.
         self._kill_tree(t, signal.SIGKILL)
@@ -441,8 +481,10 @@ class Executor:
         oom, peak = Cgroups.memory_report(t.cgroup) if t.cgroup else (False, None)
         await self._drain(t)
         exit_code = None if rc is None else (128 - rc if rc < 0 else rc)
-        if t.kill_requested:
-            message = "Task killed" if rc is None else _describe(rc)
+        if t.kill_requested and t.health_killed:
+            self._terminal(t, "TASK_KILLED", HEALTH_KILL_MESSAGE, HEALTH_REASON, exit_code)
+        elif t.kill_requested:
+            message = "Task killed" if rc is None else describe_exit(rc)
             self._terminal(t, "TASK_KILLED", message, exit_code=exit_code)
         elif oom and rc != 0:
             used = "unknown" if peak is None else f"{peak // (1024 * 1024)}MB"
@@ -453,9 +495,9 @@ class Executor:
         elif rc is None:
             self._terminal(t, "TASK_FAILED", EXIT_UNKNOWN_MESSAGE, "REASON_EXECUTOR_TERMINATED")
         elif rc == 0:
-            self._terminal(t, "TASK_FINISHED", _describe(rc), exit_code=0)
+            self._terminal(t, "TASK_FINISHED", describe_exit(rc), exit_code=0)
         else:
-            self._terminal(t, "TASK_FAILED", _describe(rc), exit_code=exit_code)
+            self._terminal(t, "TASK_FAILED", describe_exit(rc), exit_code=exit_code)
 
     async def _drain(self, t: _Task) -> None:
         """Kill and reap what is left of the task until nothing is; remove its cgroup."""
@@ -493,6 +535,67 @@ class Executor:
             await t.exited.wait()
         if not t.exited.is_set() and t.kill_deadline == deadline:
             self._kill_tree(t, signal.SIGKILL)
+
+    # -- health checks -----------------------------------------------------------------
+
+    def _start_health_checks(self, t: _Task, running_at: float) -> None:
+        """Probe a RUNNING task's `health_check` until it ends or a kill starts.
+
+        `running_at` (trio time) is when the task became RUNNING: the delay
+        and the grace period count from there.
+        """
+        check = t.launch.health_check
+        if check is None or t.kill_requested or self._nursery is None:
+            return
+        rec = t.record
+        t.health = HealthState(check, running_at, healthy=t.healthy,
+                               succeeded=bool(rec and rec.health_succeeded))
+        t.health_scope = trio.CancelScope()
+        self._nursery.start_soon(self._check_health, t)
+
+    async def _check_health(self, t: _Task) -> None:
+        assert t.health is not None and t.health_scope is not None
+        state, check, tid = t.health, t.health.check, t.launch.task_id
+        with t.health_scope:
+            try:
+                ctx = None
+                if check.protocol == "COMMAND":
+                    ctx = command_context(task_env(t.launch, t.sandbox), t.sandbox, t.cgroup,
+                                          t.launch.user)
+                await trio.sleep_until(state.running_at + max(0.0, check.delay_seconds))
+                interval = max(check.interval_seconds, MIN_INTERVAL)
+                while not t.kill_requested:
+                    ok, cause = await self._prober.probe(check, ctx)
+                    if t.health_scope.cancel_called:
+                        return  # the task ended, or a kill started, meanwhile
+                    verdict = state.observe(ok, trio.current_time())
+                    if verdict.report:
+                        self._report_health(t, cause)
+                    if verdict.kill:
+                        log.info("task_health_kill task_id=%s consecutive_failures=%d cause=%r",
+                                 tid, state.failures, cause)
+                        t.health_killed = True
+                        self.kill([tid])
+                        return
+                    await trio.sleep(interval)
+            except Exception:
+                # A bug here must not take the agent down; the task runs on unchecked.
+                log.exception("health_check_error task_id=%s", tid)
+
+    def _report_health(self, t: _Task, cause: str) -> None:
+        assert t.health is not None
+        t.healthy = t.health.healthy
+        message = "" if t.healthy else f"Health check failed: {cause}"
+        self._set(t, t.state, message, HEALTH_REASON)
+        log.info("task_health task_id=%s healthy=%s cause=%r", t.launch.task_id, t.healthy, cause)
+        rec = t.record
+        if rec is not None:
+            # So that a restarted agent reports (and reconciles) the same health.
+            rec.healthy, rec.health_succeeded = t.healthy, t.health.succeeded
+            try:
+                self.checkpoint.write(rec)
+            except OSError as e:
+                log.warning("checkpoint_failed task_id=%s error=%s", t.launch.task_id, e)
 
     # -- signals, groups, orphans ----------------------------------------------------
 
@@ -726,12 +829,17 @@ class Executor:
         t.pid, t.pgid, t.start_time, t.pidfd = rec.pid, rec.pgid, rec.start_time, pidfd
         t.cgroup, t.adopted = rec.cgroup, True
         t.state, t.state_ts = "TASK_RUNNING", rec.running_since or rec.staged_at
+        t.record, t.healthy = rec, rec.healthy
         t.spawned.set()
         self._take(t)
         self._watched_pids.add(rec.pid)
         if rec.pgid is not None:
             self._remember_group(rec.pgid)
         self._running().start_soon(self._supervise, t)
+        # Checks resume where they were: delay and grace count from the
+        # task's start, not from its re-adoption.
+        ran = max(0.0, time.time() - rec.running_at) if rec.running_at is not None else 0.0
+        self._start_health_checks(t, trio.current_time() - ran)
         log.info("task_readopted task_id=%s pid=%d", rec.launch.task_id, rec.pid)
 
 
@@ -808,13 +916,3 @@ def _user_options(user: str | None, sandbox: Path) -> dict[str, object]:
         os.chown(path, pw.pw_uid, pw.pw_gid)
     return {"user": pw.pw_uid, "group": pw.pw_gid,
             "extra_groups": os.getgrouplist(user, pw.pw_gid)}
-
-
-def _describe(rc: int) -> str:
-    if rc >= 0:
-        return f"Command exited with status {rc}"
-    try:
-        name = signal.Signals(-rc).name
-    except ValueError:
-        name = f"signal {-rc}"
-    return f"Command terminated with signal {name}"

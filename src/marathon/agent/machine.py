@@ -12,13 +12,17 @@ Everything here is a small synchronous read of /proc or the filesystem:
   time (the only thing that tells a pid from a reused pid), its state, group
   and session, this boot's id, our own children, and becoming a child
   subreaper so that daemonizing grandchildren stay reapable and killable.
+* `as_user_argv()` -- run a program as another user after root prepared it.
 """
 
 from __future__ import annotations
 
 import bisect
 import ctypes
+import functools
 import os
+import shutil
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -252,3 +256,34 @@ def raise_nofile_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     except (ImportError, ValueError, OSError):
         pass
+
+
+# -- running as another user ---------------------------------------------------------
+
+@functools.cache
+def _setpriv() -> str | None:
+    return shutil.which("setpriv", path="/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+
+
+# `warnings` before the switch: execvp imports it, and the interpreter's own
+# library may be unreadable to the user.
+_DROP_PY = (
+    "import os,sys,warnings;os.setgroups([int(g) for g in sys.argv[3].split(',') if g]);"
+    "os.setgid(int(sys.argv[2]));os.setuid(int(sys.argv[1]));os.execvp(sys.argv[4],sys.argv[4:])"
+)
+
+
+def as_user_argv(uid: int, gid: int, groups: list[int], argv: list[str]) -> list[str]:
+    """`argv`, started by root, run as uid/gid/groups: privileges dropped just before its exec.
+
+    For processes that must do something as root first (join a cgroup: an
+    unprivileged process may not move itself into a root-owned one).  Uses
+    util-linux `setpriv`, else this Python (isolated, without site).  The
+    program is looked up in the PATH of the process's environment.
+    """
+    setpriv = _setpriv()
+    if setpriv:
+        extra = f"--groups={','.join(map(str, groups))}" if groups else "--clear-groups"
+        return [setpriv, f"--reuid={uid}", f"--regid={gid}", extra, "--", *argv]
+    return [sys.executable, "-I", "-S", "-c", _DROP_PY, str(uid), str(gid),
+            ",".join(map(str, groups)), *argv]

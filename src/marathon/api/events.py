@@ -62,11 +62,20 @@ class EventStream(Response):
                 while True:
                     with trio.move_on_after(KEEPALIVE_SECONDS):
                         try:
-                            event_type, data = await sub.events.receive()
+                            first = await sub.events.receive()
                         except trio.EndOfChannel:
                             break
-                        frame = b"event: " + event_type.encode() + b"\ndata: " + data + b"\n\n"
-                        await send({"type": "http.response.body", "body": frame, "more_body": True})
+                        # Whatever else is already buffered goes out in the same write.
+                        frames = [first]
+                        while True:
+                            try:
+                                frames.append(sub.events.receive_nowait())
+                            except (trio.WouldBlock, trio.EndOfChannel):
+                                break
+                        body = b"".join(
+                            b"event: " + t.encode() + b"\ndata: " + d + b"\n\n" for t, d in frames
+                        )
+                        await send({"type": "http.response.body", "body": body, "more_body": True})
                         continue
                     await send({"type": "http.response.body", "body": b"\n", "more_body": True})
                 nursery.cancel_scope.cancel()

@@ -6,6 +6,11 @@ processes here, offers are this machine's resources minus what the live
 tasks hold, and free ports are the configured ranges minus the ports our
 tasks hold minus the ports something on this machine is bound to right now.
 
+Tasks launched with a `health_check` (Marathon's Mesos-level checks) are
+probed here, next to them; results arrive as the `healthy` flag of
+TASK_RUNNING statuses, and too many failures kill the task (TASK_KILLED,
+reason REASON_TASK_HEALTH_CHECK_STATUS_UPDATED).
+
 It is what `marathon serve` uses by default.  Everything it needs lives
 under `work_dir`: the agent id, the sandboxes and the checkpoint that lets a
 restarted `marathon serve` re-adopt the tasks that outlived it.
@@ -53,6 +58,8 @@ class LocalDriver:
     * `sandbox_max_age` (s), `sandbox_max_count` -- sandbox garbage collection.
     * `update_buffer` -- capacity of `updates`.
     * `spawn_concurrency` -- processes spawned in parallel (worker threads).
+    * `health_check_concurrency` -- health-check probes (COMMAND, MESOS_HTTP,
+      MESOS_HTTPS, MESOS_TCP) in flight at once, across all tasks.
     """
 
     def __init__(
@@ -74,6 +81,7 @@ class LocalDriver:
         sandbox_max_count: int = 1000,
         update_buffer: int = 100_000,
         spawn_concurrency: int = 8,
+        health_check_concurrency: int = 256,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -97,6 +105,7 @@ class LocalDriver:
             self.work_dir, agent_id=self.agent_id, send=send, time_ms=time_ms, cgroups=cgroups,
             kill_tasks_on_exit=kill_tasks_on_exit, sandbox_max_age=sandbox_max_age,
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
+            health_check_concurrency=health_check_concurrency,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -15,11 +15,19 @@ from dataclasses import dataclass, field
 
 import msgspec
 import trio
+import trio.lowlevel
 
 from ..models.events import Event
 from ..models.timestamp import format_ms
 
 log = logging.getLogger("marathon.events")
+
+# Events published between two scheduler checkpoints in a burst: a quarter of
+# the per-consumer bound, so a consumer that keeps up never overflows.
+YIELD_FRACTION = 8
+# A stream that drains nothing for this long while the publisher waits for it
+# is not waited for again (until it catches up).
+STALL_SECONDS = 0.05
 
 
 @dataclass(eq=False)
@@ -31,6 +39,7 @@ class Subscription:
     types: frozenset[str] | None
     remote_address: str = ""
     dropped: bool = False
+    stalled: bool = False  # made no progress while the publisher waited: not waited for again
     closed: trio.Event = field(default_factory=trio.Event)
     _bus: EventBus | None = field(default=None, repr=False)
 
@@ -83,9 +92,42 @@ class EventBus:
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._remove(sub)
 
-    def publish_all(self, events: Iterable[Event]) -> None:
-        for e in events:
+    async def publish_batch(self, events: Iterable[Event]) -> None:
+        """Publish many events, letting consumers run every few events.
+
+        A burst (one batch of thousands of status updates) must not overflow
+        the buffer of a consumer that keeps up, just because it never got a
+        turn: yielding to the scheduler lets every stream drain as it goes.
+        """
+        every = max(1, self._max // YIELD_FRACTION)
+        for i, e in enumerate(events, 1):
             self.publish(e)
+            if i % every == 0 and self._subscribers:
+                await trio.lowlevel.checkpoint()
+                await self._let_streams_drain()
+
+    async def _let_streams_drain(self) -> None:
+        """Backpressure for streams that keep up, never for one that does not.
+
+        While a stream is more than half full and still draining, wait for it;
+        a stream that drains nothing within `STALL_SECONDS` is marked stalled
+        and no longer waited for: it is cut off at its bound as usual.
+        """
+        half = self._max // 2
+        while True:
+            laggards = []
+            for sub in self._subscribers:
+                used = sub._send.statistics().current_buffer_used
+                if used <= self._max // 4:
+                    sub.stalled = False
+                elif used > half and not sub.stalled:
+                    laggards.append((sub, used))
+            if not laggards:
+                return
+            await trio.sleep(STALL_SECONDS)
+            for sub, before in laggards:
+                if sub._send.statistics().current_buffer_used >= before:
+                    sub.stalled = True
 
     def subscribe(self, *, types: Iterable[str] | None = None, remote_address: str = "") -> Subscription:
         send, recv = trio.open_memory_channel[tuple[str, bytes]](self._max)

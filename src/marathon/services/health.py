@@ -348,8 +348,8 @@ class HealthService:
     def _publish_aggregate(self, app: AppDefinition, inst: Instance) -> None:
         health = self.marathon_health(app, inst)
         task_id = inst.task.task_id  # type: ignore[union-attr]
-        if task_id in self._aggregate and self._aggregate[task_id] == health:
-            return
+        if self._aggregate.get(task_id) == health:
+            return  # unchanged (and "no result yet" is not news)
         self._aggregate[task_id] = health
         self._bus.publish(
             InstanceHealthChangedEvent(

@@ -33,6 +33,7 @@ from ..instance_update import (
     resolve,
 )
 from ..models.events import (
+    Event,
     InstanceChangedEvent,
     InstanceHealthChangedEvent,
     StatusUpdateEvent,
@@ -256,13 +257,15 @@ class InstanceTracker:
         all_effects: list[Effect] = []
         for req in batch:
             all_effects.extend(req.effects)
-        self._after_apply(batch, all_effects)
+        events = self._after_apply(batch, all_effects)
         for req in batch:
             req.done.set()
+        await self._bus.publish_batch(events)
 
     def _task_failure_of(self, eff: Updated | Expunged, op: StatusUpdate) -> TaskFailure | None:
         inst = eff.instance
-        if inst.condition not in TASK_FAILURE or inst.task is None:
+        health_kill = inst.condition == "Killed" and op.status.healthy is False
+        if (inst.condition not in TASK_FAILURE and not health_kill) or inst.task is None:
             return None
         return TaskFailure(
             app_id=inst.run_spec_id,
@@ -275,9 +278,11 @@ class InstanceTracker:
             slave_id=inst.agent_id,
         )
 
-    def _after_apply(self, batch: list[_Request], effects: list[Effect]) -> None:
+    def _after_apply(self, batch: list[_Request], effects: list[Effect]) -> list[Event]:
+        """Kills, listeners and change notifications; returns the events to publish."""
         now = self._time_ms()
         ts = format_ms(now)
+        events: list[Event] = []
         to_kill: list[str] = []
         touched: set[str] = set()
         for req in batch:
@@ -287,12 +292,12 @@ class InstanceTracker:
                     prev = eff.previous if isinstance(eff, Updated) else None
                     touched.add(inst.run_spec_id)
                     if isinstance(op, StatusUpdate):
-                        self._bus.publish(_status_event(inst, op, ts))
+                        events.append(_status_event(inst, op, ts))
                     if prev is None or prev.state.condition != inst.state.condition or prev.state.goal != inst.state.goal or isinstance(eff, Expunged):
-                        self._bus.publish(_changed_event(inst, ts))
+                        events.append(_changed_event(inst, ts))
                     if prev is not None and prev.state.healthy != inst.state.healthy and inst.state.healthy is not None:
                         # Health reported by the agent (Mesos-level checks).
-                        self._bus.publish(
+                        events.append(
                             InstanceHealthChangedEvent(
                                 timestamp=ts, instance_id=inst.instance_id, run_spec_id=inst.run_spec_id,
                                 healthy=inst.state.healthy, run_spec_version=inst.run_spec_version,
@@ -309,7 +314,7 @@ class InstanceTracker:
                     log.info("killing task not in sync task_id=%s reason=%s", eff.task_id, eff.reason)
                     to_kill.append(eff.task_id)
                 elif isinstance(eff, UnknownTerminated):
-                    self._bus.publish(
+                    events.append(
                         UnknownInstanceTerminatedEvent(
                             timestamp=ts,
                             instance_id=eff.instance_id,
@@ -327,6 +332,7 @@ class InstanceTracker:
                 listener(effects)
             except Exception:
                 log.exception("instance listener failed")
+        return events
 
     def _log_transition(self, inst: Instance, prev: Instance | None) -> None:
         cond = inst.condition

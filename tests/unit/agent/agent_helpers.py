@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -63,6 +65,21 @@ class Recorder:
     async def terminal(self, task_id: str) -> TaskStatus:
         return await self.wait(task_id, TERMINAL)
 
+    async def health(self, task_id: str, healthy: bool, *, after: int = 0) -> TaskStatus:
+        """The first TASK_RUNNING status of `task_id` reporting `healthy` (at/after `after`)."""
+        with trio.fail_after(BOUND):
+            while True:
+                for s in self.statuses[after:]:
+                    if (s.task_id == task_id and s.state == "TASK_RUNNING"
+                            and s.healthy is healthy):
+                        return s
+                await self._changed.wait()
+
+    def healths(self, task_id: str) -> list[bool]:
+        """The health changes reported for `task_id`, in order."""
+        return [s.healthy for s in self.of(task_id)
+                if s.state == "TASK_RUNNING" and s.healthy is not None]
+
 
 async def wait_until(predicate: Callable[[], object]) -> None:
     """Poll a condition nothing can notify us of (a file, /proc) until it holds."""
@@ -120,3 +137,28 @@ def kill_pids(pids: list[int]) -> None:
 
 def sandbox_of(work_dir: Path, task_id: str) -> Path:
     return work_dir / "sandboxes" / task_id
+
+
+DRIVER_PROC = Path(__file__).with_name("driver_proc.py")
+
+
+async def crash_after_launch(work_dir: Path, task_id: str, *args: str) -> int:
+    """Run a driver in a subprocess (driver_proc.py), let it start the task,
+    SIGKILL it; the task's pid."""
+    argv = [sys.executable, str(DRIVER_PROC), str(work_dir), task_id, *args]
+    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
+    try:
+        line = b""
+        with trio.fail_after(BOUND):
+            while not line.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some()
+                assert chunk, "the driver process died before its task ran"
+                line += chunk
+        word, pid = line.decode().split()
+        assert word == "RUNNING", line
+        return int(pid)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # the crash (and cleanup if anything failed)
+        with trio.CancelScope(shield=True):
+            await proc.wait()
+        await proc.stdout.aclose()

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import pwd
 import socket
+import subprocess
+
+import pytest
 
 from marathon.agent import machine
 from marathon.agent.machine import ListeningPorts, subtract_ports
@@ -57,3 +61,16 @@ def test_process_identity_is_pid_plus_start_time():
     assert machine.proc_start_time(os.getpid()) == st.start_time > 0
     assert machine.proc_stat(2**22 + 1) is None  # above pid_max: never exists
     assert len(machine.boot_id()) == 36
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="drops privileges: needs root")
+@pytest.mark.parametrize("setpriv", [True, False])
+def test_as_user_argv_runs_the_program_as_that_user(monkeypatch, setpriv):
+    if not setpriv:
+        monkeypatch.setattr(machine, "_setpriv", lambda: None)  # the Python fallback
+    elif machine._setpriv() is None:
+        pytest.skip("no setpriv here")
+    nobody = pwd.getpwnam("nobody")
+    argv = machine.as_user_argv(nobody.pw_uid, nobody.pw_gid, [], ["id", "-u"])
+    out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str(nobody.pw_uid)

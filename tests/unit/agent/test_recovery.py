@@ -4,45 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import trio
-from agent_helpers import make_task, pid_alive, task_pids, wait_until
+from agent_helpers import crash_after_launch, make_task, pid_alive, task_pids, wait_until
 
 from marathon.agent.checkpoint import EXIT_UNKNOWN_MESSAGE, LAUNCH_INTERRUPTED_MESSAGE
 from marathon.models.resources import Resources
 
-SCRIPT = Path(__file__).with_name("driver_proc.py")
 TOTAL = Resources(cpus=2000, mem=4096, disk=1000)
-
-
-async def _crash_after_launch(work_dir: Path, task_id: str, command: str | None = None) -> int:
-    """Run a driver in a subprocess, let it start the task, SIGKILL it; the task's pid."""
-    argv = [sys.executable, str(SCRIPT), str(work_dir), task_id] + ([command] if command else [])
-    proc = await trio.lowlevel.open_process(argv, stdout=subprocess.PIPE)
-    try:
-        line = b""
-        with trio.fail_after(30):
-            while not line.endswith(b"\n"):
-                chunk = await proc.stdout.receive_some()
-                assert chunk, "the driver process died before its task ran"
-                line += chunk
-        word, pid = line.decode().split()
-        assert word == "RUNNING", line
-        return int(pid)
-    finally:
-        proc.send_signal(signal.SIGKILL)  # the crash (and cleanup if anything failed)
-        with trio.CancelScope(shield=True):
-            await proc.wait()
-        await proc.stdout.aclose()
 
 
 async def test_task_survives_an_agent_crash_and_is_readopted(start_agent, tmp_path):
     work_dir = tmp_path / "agent"
     task_id = make_task("x", argv=["sleep", "1000"]).task_id
-    pid = await _crash_after_launch(work_dir, task_id)
+    pid = await crash_after_launch(work_dir, task_id)
     assert pid_alive(pid)  # the crash did not take the task with it
 
     driver, rec = await start_agent(resources=TOTAL)
@@ -65,7 +40,7 @@ async def test_task_survives_an_agent_crash_and_is_readopted(start_agent, tmp_pa
 async def test_readopted_task_exit_is_detected(start_agent, tmp_path):
     work_dir = tmp_path / "agent"
     task_id = make_task("x", argv=["sleep", "1000"]).task_id
-    pid = await _crash_after_launch(work_dir, task_id)
+    pid = await crash_after_launch(work_dir, task_id)
     driver, rec = await start_agent(resources=TOTAL)
     driver.reconcile([task_id])
     await rec.wait(task_id, "TASK_RUNNING")
@@ -81,7 +56,7 @@ async def test_readopted_task_exit_is_detected(start_agent, tmp_path):
 async def test_task_that_died_while_the_agent_was_down_is_reported_failed(start_agent, tmp_path):
     work_dir = tmp_path / "agent"
     task_id = make_task("x", command="x").task_id
-    pid = await _crash_after_launch(work_dir, task_id, "sleep 1000 & sleep 1000")
+    pid = await crash_after_launch(work_dir, task_id, "sleep 1000 & sleep 1000")
     await wait_until(lambda: len(task_pids(task_id)) == 3)
     os.kill(pid, signal.SIGKILL)  # the task's shell dies; its background sleep lives on
     await wait_until(lambda: not pid_alive(pid))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pwd
 import sys
 
 import pytest
@@ -162,6 +163,19 @@ async def test_daemonized_grandchild_is_killed_too(start_agent, tmp_path, cgroup
     await rec.terminal(t.task_id)
     with trio.fail_after(5):
         await wait_until(lambda: not pid_alive(pid))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="runs a task as another user: needs root")
+@pytest.mark.parametrize("cgroups", ["auto", "off"])
+async def test_task_runs_as_its_user(start_agent, tmp_path, cgroups):
+    driver, rec = await start_agent(cgroups=cgroups)
+    t = make_task(driver.agent_id, command="id -un; id -gn; touch mine", user="nobody")
+    driver.launch([t])
+    final = await rec.terminal(t.task_id)
+    assert final.state == "TASK_FINISHED", final.message
+    sandbox = sandbox_of(tmp_path / "agent", t.task_id)
+    assert (sandbox / "stdout").read_text().split()[0] == "nobody"
+    assert (sandbox / "mine").stat().st_uid == pwd.getpwnam("nobody").pw_uid
 
 
 async def test_kill_and_reconcile_of_unknown_tasks_answer_task_lost(start_agent):
