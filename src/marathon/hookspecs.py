@@ -19,6 +19,7 @@ import pluggy
 from msgspec import Struct
 
 from .models.app import HealthCheck
+from .models.events import Event
 
 hookspec = pluggy.HookspecMarker("marathon")
 hookimpl = pluggy.HookimplMarker("marathon")
@@ -70,4 +71,22 @@ def marathon_health_checkers() -> dict[str, HealthChecker]:
     Return: a mapping of protocol name (`"HTTP"`, `"HTTPS"`, `"TCP"`, or a new
     one) to its checker.  The mappings of all plugins are merged; a plugin
     registered later replaces an earlier plugin's (or a built-in's) protocol.
+    """
+
+
+# ==============================================================================
+# Events
+# ==============================================================================
+
+
+@hookspec
+def marathon_event_observe(event: Event) -> None:
+    """Observe every event published on the event bus, in publication order.
+
+    Called by the event bus synchronously, on the server's trio thread, for
+    every event (the same ones `/v2/events` streams).
+    `event`: the event Struct (`event.event_type` is its `eventType`).
+    Must return quickly and never block: a plugin that needs I/O queues the
+    event for a background service of its own.  Exceptions are logged and
+    ignored.  Return value ignored.
     """

@@ -67,7 +67,14 @@ class ForceExpunge(Struct, frozen=True):
     instance_id: str
 
 
-Operation = Schedule | Provision | StatusUpdate | ChangeGoal | ForceExpunge
+class UnreachableTimeout(Struct, frozen=True, kw_only=True):
+    """An Unreachable instance passed its `inactiveAfterSeconds` (SPEC.md 5.4)."""
+
+    instance_id: str
+    now: int
+
+
+Operation = Schedule | Provision | StatusUpdate | ChangeGoal | ForceExpunge | UnreachableTimeout
 
 
 # -- effects -------------------------------------------------------------------
@@ -124,6 +131,11 @@ def resolve(current: Instance | None, op: Operation) -> Effect:
         return Updated(op.instance, None)
     if isinstance(op, ForceExpunge):
         return Expunged(current) if current is not None else Noop(op.instance_id)
+    if isinstance(op, UnreachableTimeout):
+        if current is None or current.condition != Condition.UNREACHABLE:
+            return Noop(op.instance_id)
+        state = structs.replace(current.state, condition=Condition.UNREACHABLE_INACTIVE, since=op.now)
+        return Updated(structs.replace(current, state=state), current)
     raise TypeError(f"unknown operation {op!r}")
 
 

@@ -194,6 +194,7 @@ async def start_services(
         on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
     )
     pm = plugin_manager()
+    bus.add_observer(lambda event: pm.hook.marathon_event_observe(event=event))
     health = HealthService(
         tracker,
         bus,

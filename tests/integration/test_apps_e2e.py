@@ -153,3 +153,35 @@ def test_kill_9_and_restart_readopts_tasks_without_duplicates(marathon):
 
     assert marathon.client.delete("/v2/apps/web").status_code == 200
     wait_for(lambda: not any(pid_alive(p) for p in pids.values()), timeout=30, message="re-adopted tasks killed")
+
+
+def test_reconciliation_restores_a_task_lost_behind_marathons_back(marathon):
+    """The task's process dies and the agent forgets it (its checkpoint is gone,
+    as after a machine reset): reconciliation finds the task unknown and
+    relaunches it exactly once."""
+    app = dict(WEB, id="/lost", instances=2)
+    assert marathon.client.post("/v2/apps", json=app).status_code == 201
+    tasks = wait_running(marathon, "/lost", 2)
+    marathon.wait_deployments_done()
+    victim, survivor = tasks
+    victim_pid = task_pid(victim["ports"][0])
+
+    marathon.kill()
+    os.kill(victim_pid, signal.SIGKILL)
+    (marathon.data_dir / "agent" / "checkpoint" / f"{victim['id']}.json").unlink()
+    marathon.start()
+
+    def restored() -> list[dict] | None:
+        ts = marathon.running_tasks("/lost")
+        return ts if len(ts) == 2 and victim["id"] not in {t["id"] for t in ts} else None
+
+    again = wait_for(restored, timeout=60, message="the lost task relaunched")
+    ids = {t["id"] for t in again}
+    assert survivor["id"] in ids, "the surviving task was re-adopted, not replaced"
+    (new,) = ids - {survivor["id"]}
+    assert new == victim["id"].rsplit(".", 1)[0] + ".2", "the same instance, relaunched once"
+    failure = marathon.client.get("/v2/apps/lost").json()["app"]["lastTaskFailure"]
+    assert failure["taskId"] == victim["id"] and "unknown" in failure["message"].lower()
+    # Exactly the target: one process serves each task, no duplicates.
+    assert len({task_pid(t["ports"][0]) for t in again}) == 2
+    assert len(marathon.tasks("/lost")) == 2

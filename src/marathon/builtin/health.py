@@ -8,6 +8,8 @@ on one core.  HTTPS does not verify certificates or hostnames (SPEC.md 6.2).
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import ssl
 from dataclasses import dataclass
 
@@ -38,6 +40,46 @@ def _insecure_context() -> ssl.SSLContext:
 _TLS = _insecure_context()
 
 
+_RESOLVED: dict[str, tuple[float, tuple[int, str]]] = {}
+RESOLVE_TTL_SECONDS = 60.0
+
+
+async def resolve(host: str) -> tuple[int, str]:
+    """(address family, address) of `host`, cached for a minute.
+
+    Probes connect to the same few hosts thousands of times a second: resolving
+    each time (in a worker thread, as name lookups must) would cost more than
+    the probe itself.
+    """
+    try:
+        addr = ipaddress.ip_address(host)
+        return (socket.AF_INET6 if addr.version == 6 else socket.AF_INET, host)
+    except ValueError:
+        pass
+    now = trio.current_time()
+    cached = _RESOLVED.get(host)
+    if cached is not None and now - cached[0] < RESOLVE_TTL_SECONDS:
+        return cached[1]
+    infos = await trio.socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    family, _, _, _, sockaddr = infos[0]
+    result = (int(family), str(sockaddr[0]))
+    _RESOLVED[host] = (now, result)
+    return result
+
+
+async def connect(host: str, port: int) -> trio.SocketStream:
+    """A TCP connection on a plain socket (no happy-eyeballs machinery: one
+    address, one attempt; the caller bounds the time)."""
+    family, address = await resolve(host)
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
 async def http_get(host: str, port: int, path: str, *, tls: bool = False, want_body: bool = False) -> HttpResponse:
     """One `GET` over a fresh connection; the caller bounds the time.
 
@@ -45,7 +87,7 @@ async def http_get(host: str, port: int, path: str, *, tls: bool = False, want_b
     first final response (1xx informational responses are returned too, as
     their own status, so callers can apply `ignoreHttp1xx`).
     """
-    stream: trio.abc.Stream = await trio.open_tcp_stream(host, port)
+    stream: trio.abc.Stream = await connect(host, port)
     if tls:
         stream = trio.SSLStream(stream, _TLS, server_hostname=host)
     try:
@@ -115,7 +157,7 @@ class TcpChecker:
             return CheckResult(False, "no port to check")
         try:
             with trio.fail_after(check.timeout_seconds):
-                stream = await trio.open_tcp_stream(target.host, target.port)
+                stream = await connect(target.host, target.port)
                 await stream.aclose()
         except trio.TooSlowError:
             return CheckResult(False, f"Connection timed out after {check.timeout_seconds} seconds")

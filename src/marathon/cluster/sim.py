@@ -42,6 +42,9 @@ class SimConfig:
     kill_delay: float = 0.0
     failure_rate: float = 0.0
     seed: int = 0
+    # `{i}` is the agent number; a fixed name (e.g. 127.0.0.1) points every
+    # agent at this machine, so health checks can reach real test servers.
+    hostname: str = "sim-{i}.local"
 
 
 @dataclass(slots=True)
@@ -60,14 +63,21 @@ class _SimAgent:
 
 
 def parse_sim_master(master: str) -> SimConfig:
-    """`sim://2000` -> SimConfig(agents=2000); options after `?`: cpus, mem, start_delay, ..."""
+    """`sim://2000` -> SimConfig(agents=2000); options after `?`: cpus, mem, disk,
+    start_delay, kill_delay, failure_rate, seed, regions, hostname (e.g.
+    `sim://10?cpus=16&hostname=127.0.0.1`)."""
     rest = master[len("sim://"):]
     count, _, query = rest.partition("?")
     opts: dict[str, object] = {"agents": int(count or 10)}
     for part in query.split("&"):
         if part:
             k, _, v = part.partition("=")
-            opts[k] = float(v) if k in ("cpus", "mem", "disk", "start_delay", "kill_delay", "failure_rate") else int(v)
+            if k == "hostname":
+                opts[k] = v
+            elif k in ("cpus", "mem", "disk", "start_delay", "kill_delay", "failure_rate"):
+                opts[k] = float(v)
+            else:
+                opts[k] = int(v)
     return SimConfig(**opts)  # type: ignore[arg-type]
 
 
@@ -85,7 +95,7 @@ class SimDriver:
             zone = f"{region}-zone-{(i // config.regions) % config.zones_per_region}"
             info = AgentInfo(
                 id=f"sim-agent-{i}",
-                hostname=f"sim-{i}.local",
+                hostname=config.hostname.format(i=i),
                 region=region if config.regions > 1 else None,
                 zone=zone if config.regions > 1 or config.zones_per_region > 1 else None,
                 total=total,
@@ -97,6 +107,8 @@ class SimDriver:
         send, self.updates = trio.open_memory_channel[TaskStatus](1_000_000)
         self._send = send
         self._nursery: trio.Nursery | None = None
+        self._partitioned: set[int] = set()
+        self._pending_kills: dict[int, list[str]] = {}
         self.launched = 0
         self.killed = 0
 
@@ -113,7 +125,9 @@ class SimDriver:
 
     def offers(self) -> list[Offer]:
         out = []
-        for a in self._agents:
+        for i, a in enumerate(self._agents):
+            if i in self._partitioned:
+                continue
             if a.offer is None:
                 a.offer = Offer(
                     agent_id=a.info.id,
@@ -150,7 +164,10 @@ class SimDriver:
     def kill(self, task_ids: Sequence[str], *, grace_seconds: float | None = None) -> None:
         known = []
         for tid in task_ids:
-            if tid in self._tasks:
+            task = self._tasks.get(tid)
+            if task is not None and task.agent in self._partitioned:
+                self._pending_kills.setdefault(task.agent, []).append(tid)
+            elif task is not None:
                 known.append(tid)
             else:
                 self._emit(TaskStatus(task_id=tid, state="TASK_LOST", reason="REASON_TASK_UNKNOWN",
@@ -162,6 +179,8 @@ class SimDriver:
         ids = list(self._tasks) if task_ids is None else task_ids
         for tid in ids:
             task = self._tasks.get(tid)
+            if task is not None and task.agent in self._partitioned:
+                continue  # no answer from a partitioned agent
             if task is None:
                 self._emit(TaskStatus(task_id=tid, state="TASK_LOST", reason="REASON_TASK_UNKNOWN",
                                       message="Reconciliation: Task is unknown to the agent", timestamp=now))
@@ -173,6 +192,32 @@ class SimDriver:
     def fail(self, task_ids: Sequence[str], message: str = "Command exited with status 1") -> None:
         """Make running tasks fail now (for tests of relaunch and backoff)."""
         self._finish([t for t in task_ids if t in self._tasks], "TASK_FAILED", message)
+
+    def partition(self, agent_ids: Sequence[str]) -> None:
+        """Cut agents off: their tasks are reported TASK_UNREACHABLE and keep
+        running; launches, kills and reconciliation do not reach them."""
+        now = self._time_ms()
+        for aid in agent_ids:
+            idx = self._index[aid]
+            self._partitioned.add(idx)
+            for tid, task in self._tasks.items():
+                if task.agent == idx:
+                    self._emit(TaskStatus(task_id=tid, state="TASK_UNREACHABLE", agent_id=aid, timestamp=now,
+                                          message="Agent is unreachable", reason="REASON_SLAVE_DISCONNECTED"))
+
+    def heal(self, agent_ids: Sequence[str]) -> None:
+        """Reconnect agents: their tasks report their real state again and kills
+        sent meanwhile are carried out."""
+        now = self._time_ms()
+        for aid in agent_ids:
+            idx = self._index[aid]
+            self._partitioned.discard(idx)
+            for tid, task in list(self._tasks.items()):
+                if task.agent == idx:
+                    self._emit(TaskStatus(task_id=tid, state=task.state, agent_id=aid, timestamp=now))
+            pending = self._pending_kills.pop(idx, [])
+            if pending:
+                self.kill(pending)
 
     def running_task_ids(self) -> list[str]:
         return [tid for tid, t in self._tasks.items() if t.state == "TASK_RUNNING"]

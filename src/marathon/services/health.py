@@ -57,6 +57,8 @@ log = logging.getLogger("marathon.health")
 
 AGENT_PROTOCOLS = frozenset({"COMMAND"}) | MESOS_HEALTH_PROTOCOLS
 SUPERVISE_SECONDS = 1.0
+# Share of the check interval over which one round's probes are started.
+SPREAD_FRACTION = 0.8
 
 
 def marathon_checks(app: AppDefinition) -> list[tuple[int, HealthCheck]]:
@@ -187,8 +189,14 @@ class HealthService:
                     if i.condition == Condition.RUNNING and i.run_spec_version == actor.version and i.task is not None
                 ]
                 results: list[tuple[Instance, CheckResult]] = []
+                # Probes are spread over most of the interval rather than all
+                # started at once: a thousand connections in the same instant
+                # would stall everything else the server does every second.
+                slot = check.interval_seconds * SPREAD_FRACTION / max(1, len(instances))
                 async with trio.open_nursery() as nursery:
-                    for inst in instances:
+                    for i, inst in enumerate(instances):
+                        if slot > 0 and i:
+                            await trio.sleep_until(start + i * slot)
                         nursery.start_soon(self._probe, app, actor.index, check, inst, results)
                 await self._round(app, actor.index, check, results)
                 await trio.sleep_until(start + max(check.interval_seconds, 0.1))
@@ -209,7 +217,8 @@ class HealthService:
         )
         async with self._limiter:
             try:
-                with trio.move_on_after(check.timeout_seconds + 1) as scope:
+                # Checkers bound their own time; this is only a safety net.
+                with trio.move_on_after(check.timeout_seconds * 2 + 1) as scope:
                     result = await checker.check(target, check)
                 if scope.cancelled_caught:
                     result = CheckResult(False, f"timed out after {check.timeout_seconds} seconds")

@@ -20,10 +20,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
+from msgspec import UNSET
 
 from .. import planning
 from ..cluster import ClusterDriver
-from ..instance_update import ChangeGoal
+from ..instance_update import ChangeGoal, Expunged, ForceExpunge, UnreachableTimeout, Updated
+from ..models.app import UnreachableEnabled
 from ..models.group import Group
 from ..models.instance import ACTIVE, Condition, Goal
 from .deployments import DeploymentManager
@@ -33,6 +35,9 @@ from .launch_queue import LaunchQueue
 log = logging.getLogger("marathon.reconciler")
 
 OVERDUE_CHECK_SECONDS = 5.0
+UNREACHABLE_CHECK_SECONDS = 1.0
+# A scale check asked for by an instance change runs this soon after it.
+PROMPT_SCALE_CHECK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,10 @@ class Reconciler:
         self._root = root
         self._time_ms = time_ms
         self._config = config
+        self._prompt: set[str] = set()  # apps that want a scale check soon
+        self._unreachable_since: dict[str, int] = {}
+        self._prompt_event = trio.Event()
+        tracker.add_listener(self._on_effects)
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         await self.reconcile()
@@ -75,6 +84,8 @@ class Reconciler:
                 self._every, self._config.scale_apps_initial_delay_ms, self._config.scale_apps_interval_ms, self.scale_check
             )
             nursery.start_soon(self._every, 30000, int(OVERDUE_CHECK_SECONDS * 1000), self.kill_overdue)
+            nursery.start_soon(self._every, 0, int(UNREACHABLE_CHECK_SECONDS * 1000), self.unreachable_check)
+            nursery.start_soon(self._prompt_scale_checks)
             task_status.started()
 
     async def _every(self, initial_ms: int, interval_ms: int, job: Callable) -> None:
@@ -106,12 +117,66 @@ class Reconciler:
         self._driver.reconcile(task_ids)
         self._driver.reconcile(None)
 
-    async def scale_check(self) -> None:
+    def _on_effects(self, effects) -> None:  # type: ignore[no-untyped-def]
+        """An instance that became UnreachableInactive needs a replacement; one
+        that came back leaves a surplus: both ask for a prompt scale check."""
+        for eff in effects:
+            if isinstance(eff, Updated) and eff.previous is not None:
+                before, after = eff.previous.condition, eff.instance.condition
+                if before != after and (
+                    after == Condition.UNREACHABLE_INACTIVE
+                    or before in (Condition.UNREACHABLE, Condition.UNREACHABLE_INACTIVE)
+                ):
+                    self._prompt.add(eff.instance.run_spec_id)
+                    self._prompt_event.set()
+            elif isinstance(eff, Expunged) and eff.instance.condition == Condition.UNREACHABLE_INACTIVE:
+                self._prompt.add(eff.instance.run_spec_id)
+                self._prompt_event.set()
+
+    async def _prompt_scale_checks(self) -> None:
+        while True:
+            await self._prompt_event.wait()
+            await trio.sleep(PROMPT_SCALE_CHECK_SECONDS)  # let the rest of the burst arrive
+            self._prompt_event = trio.Event()
+            apps, self._prompt = self._prompt, set()
+            try:
+                await self.scale_check(only=apps)
+            except Exception:
+                log.exception("prompt scale check failed")
+
+    async def unreachable_check(self) -> None:
+        """SPEC.md 5.4: Unreachable -> UnreachableInactive after inactiveAfterSeconds;
+        UnreachableInactive expunged after expungeAfterSeconds (both counted from
+        when the instance became unreachable)."""
+        root = self._root()
+        now = self._time_ms()
+        timeouts, expunges = [], []
+        for inst in self._tracker.all():
+            cond = inst.condition
+            if cond not in (Condition.UNREACHABLE, Condition.UNREACHABLE_INACTIVE):
+                continue
+            app = root.app(inst.run_spec_id)
+            strategy = app.unreachable_strategy if app is not None else UNSET
+            if not isinstance(strategy, UnreachableEnabled):
+                continue  # "disabled" (or unknown app): stays unreachable
+            since = self._unreachable_since.setdefault(inst.instance_id, inst.state.since)
+            if cond == Condition.UNREACHABLE and now - since >= strategy.inactive_after_seconds * 1000:
+                timeouts.append(UnreachableTimeout(instance_id=inst.instance_id, now=now))
+            elif cond == Condition.UNREACHABLE_INACTIVE and now - since >= strategy.expunge_after_seconds * 1000:
+                expunges.append(ForceExpunge(inst.instance_id))
+        live = {i.instance_id for i in self._tracker.all() if i.condition in (Condition.UNREACHABLE, Condition.UNREACHABLE_INACTIVE)}
+        for iid in [i for i in self._unreachable_since if i not in live]:
+            del self._unreachable_since[iid]
+        if timeouts or expunges:
+            log.info("unreachable instances inactive=%d expunged=%d", len(timeouts), len(expunges))
+            await self._tracker.process(timeouts + expunges)
+
+    async def scale_check(self, only: set[str] | None = None) -> None:
         root = self._root()
         locked = {a for d in self._deployments.running() for a in d.affected_apps}
         now = self._time_ms()
         for app in root.transitive_apps():
-            if app.id in locked:
+            if app.id in locked or (only is not None and app.id not in only):
                 continue
             victims, to_start = planning.scaling_proposition(
                 self._tracker.of_app(app.id), app.instances, kill_selection=app.kill_selection

@@ -70,12 +70,13 @@ async def test_exit_status_decides_finished_or_failed(start_agent):
 
 async def test_missing_executable_fails_the_launch_clearly(start_agent):
     driver, rec = await start_agent()
+    before = driver.offers()[0].free  # (ports other processes use are not offered)
     t = make_task(driver.agent_id, argv=["no-such-program-anywhere", "x"])
     driver.launch([t])
     final = await rec.terminal(t.task_id)
     assert final.state == "TASK_FAILED"
     assert "no-such-program-anywhere" in final.message and "not found" in final.message
-    assert driver.offers()[0].free == driver.offers()[0].total
+    assert driver.offers()[0].free == before, "the failed launch gave its resources back"
 
 
 async def test_kill_reports_killing_then_killed_and_the_process_is_gone(start_agent):

@@ -69,3 +69,24 @@ async def test_crash_loop_backs_off_and_config_change_resets(autojump_clock):
 
         await m.client.put("/v2/apps/svc", json={"cmd": "sleep 2000"})
         assert m.services.launch_queue.delay(m.services.groups.app("/svc")) is None
+
+
+async def test_stalled_deployment_is_reported_after_its_deadline_and_keeps_trying(autojump_clock):
+    async with InProcess.start(sim=SimConfig(agents=1, cpus=2), deployment_progress_deadline_seconds=60) as m:
+        seen = []
+        m.services.bus.add_observer(lambda e: seen.append(e) if e.event_type.startswith("deployment_progress") else None)
+        await m.client.post("/v2/apps", json=dict(APP, id="/hog", instances=1))
+        with trio.fail_after(60):
+            await m.settle()
+        await m.client.post("/v2/apps", json=dict(APP, instances=2))  # only one fits beside /hog
+        await trio.sleep(50)
+        (d,) = (await m.client.get("/v2/deployments")).json()
+        assert "status" not in d and not seen
+        await trio.sleep(20)
+        (d,) = (await m.client.get("/v2/deployments")).json()
+        assert d["status"] == "ProgressDeadlineExceeded" and len(seen) == 1
+        # It is still trying: once there is room, the waiting instance is placed.
+        await m.client.delete("/v2/apps/hog")
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.running("/svc")) == 2
