@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,8 +172,10 @@ async def start_services(
     time_ms: Callable[[], int] = wall_ms,
     driver: ClusterDriver | None = None,
     store: Store | None = None,
+    plugins: Sequence[tuple[str, object]] = (),
 ) -> Services:
-    """Build and start every service in `nursery`; `driver`/`store` override the config's."""
+    """Build and start every service in `nursery`; `driver`/`store` override the
+    config's; `plugins` are registered after the built-ins."""
     data_dir = Path(config.data_dir)
     if store is None:
         await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
@@ -193,7 +195,7 @@ async def start_services(
         time_ms=time_ms,
         on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
     )
-    pm = plugin_manager()
+    pm = plugin_manager(plugins)
     bus.add_observer(lambda event: pm.hook.marathon_event_observe(event=event))
     health = HealthService(
         tracker,

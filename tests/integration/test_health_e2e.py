@@ -132,3 +132,24 @@ def test_health_and_readiness_gate_a_rolling_upgrade(marathon):
         wait_for(lambda n=old_left: len(old & {t["id"] for t in marathon.tasks("/up")}) <= n, timeout=60, message="one old task stopped")
     marathon.wait_deployments_done(timeout=60)
     assert {t["id"] for t in marathon.tasks("/up")} == replaced
+
+
+def test_command_check_run_by_the_agent(marathon):
+    app = {"id": "/cmd", "cmd": "touch ok && exec sleep 1000", "cpus": 0.01, "mem": 8, "instances": 1,
+           "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -f $MESOS_SANDBOX/ok"},
+                             "intervalSeconds": 1, "timeoutSeconds": 2, "delaySeconds": 0,
+                             "gracePeriodSeconds": 0, "maxConsecutiveFailures": 2}]}
+    assert marathon.client.post("/v2/apps", json=app).status_code == 201
+    wait_for(lambda: app_of(marathon, "/cmd")["tasksHealthy"] == 1, timeout=60, message="healthy by command")
+    (task,) = marathon.tasks("/cmd")
+    assert task["healthCheckResults"][0]["alive"] is True
+    marathon.wait_deployments_done()
+
+    (sandbox(marathon, task["id"]) / "ok").unlink()
+    wait_for(lambda: app_of(marathon, "/cmd")["tasksUnhealthy"] == 1 or relaunched(marathon, "/cmd", task["id"])(),
+             timeout=60, message="reported unhealthy")
+    new = wait_for(relaunched(marathon, "/cmd", task["id"]), timeout=60, message="killed by the agent and relaunched")
+    assert new["id"].endswith("._app.2")
+    failure = app_of(marathon, "/cmd")["lastTaskFailure"]
+    assert failure["taskId"] == task["id"] and failure["state"] == "TASK_KILLED"
+    wait_for(lambda: app_of(marathon, "/cmd")["tasksHealthy"] == 1, timeout=60, message="healthy again")

@@ -211,7 +211,7 @@ class InProcess:
         self.driver = driver
 
     @classmethod
-    def start(cls, *, agents: int = 10, sim: Any = None, **flags: Any) -> Any:
+    def start(cls, *, agents: int = 10, sim: Any = None, plugins: Any = (), **flags: Any) -> Any:
         from contextlib import asynccontextmanager
 
         @asynccontextmanager
@@ -237,7 +237,9 @@ class InProcess:
             with tempfile.TemporaryDirectory() as tmp:
                 config = Config(store="memory", data_dir=tmp, hostname="marathon.test", master="sim://", **flags)
                 async with trio.open_nursery() as nursery:
-                    services = await start_services(config, nursery, time_ms=time_ms, driver=driver, store=MemoryStore())
+                    services = await start_services(
+                        config, nursery, time_ms=time_ms, driver=driver, store=MemoryStore(), plugins=plugins
+                    )
                     transport = httpx.ASGITransport(app=build_app(services.api_context))
                     async with httpx.AsyncClient(transport=transport, base_url="http://marathon.test") as client:
                         yield cls(services, client, driver)
