@@ -17,9 +17,10 @@ ARGS ?=
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml setup.py src/marathon/_core.pyx
+$(STAMP): $(PY) pyproject.toml setup.py src/marathon/_core.pyx $(wildcard plugins/*/pyproject.toml)
 	$(PIP) install -q --disable-pip-version-check --upgrade pip setuptools wheel "cython>=3.0"
 	CFLAGS="$(CORE_CFLAGS)" $(PIP) install -q --no-build-isolation -e ".[test]"
+	$(PIP) install -q --no-build-isolation -e plugins/marathon-auth-basic -e plugins/marathon-policy-allowlist -e plugins/marathon-env-injector
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -8,6 +8,9 @@ set -eu
 
 NEEDS="
 /usr/bin/pgrep procps
+/usr/bin/carbon-cache graphite-carbon
+/usr/lib/python3/dist-packages/whisper.py python3-whisper
+/usr/sbin/haproxy haproxy
 "
 
 missing=""

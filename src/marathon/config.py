@@ -86,14 +86,45 @@ class Config:
     placement_strategy: str = field(default="binpack", metadata={"help": "binpack | spread | firstfit (an app may override it with the label MARATHON_PLACEMENT_STRATEGY)."})
     launch_batch_size: int = field(default=20000, metadata={"help": "Most instances placed and launched in one scheduling pass."})
 
+    # -- plugins ------------------------------------------------------------
+    plugin_dir: str | None = field(default=None, metadata={"help": "Directory of plugin modules (with --plugin_conf)."})
+    plugin_conf: str | None = field(default=None, metadata={"help": "Plugin descriptor (JSON): which plugins to load and their configuration."})
+    insecure_no_auth: bool = field(default=False, metadata={"help": "Allow binding a non-loopback address without an authentication plugin (anyone who can reach the port controls the cluster)."})
+
     # -- logging ------------------------------------------------------------
     logging_level: str = field(default="info", metadata={"help": "off | error | warn | info | debug | trace."})
+
+    # -- metrics (SPEC.md 10.6 and 13; docs/metrics.md) ---------------------------
+    metrics_name_prefix: str = field(default="marathon", metadata={"help": "Prefix of every metric name: <prefix>.<name>.<type>[.<unit>]."})
+    metrics_prometheus: bool = field(default=True, metadata={"help": "Serve /metrics/prometheus (on by default; --disable_metrics_prometheus turns it off)."})
+    metrics_statsd: bool = field(default=False, metadata={"help": "Send metrics to a StatsD server over UDP (counters are sent as gauges)."})
+    metrics_statsd_host: str = field(default="localhost", metadata={"help": "StatsD server host."})
+    metrics_statsd_port: int = field(default=8125, metadata={"help": "StatsD server UDP port."})
+    metrics_statsd_transmission_interval_ms: int = field(default=10000, metadata={"help": "ms between two StatsD flushes."})
+    metrics_datadog: bool = field(default=False, metadata={"help": "Send metrics to a DataDog agent (DogStatsD over UDP, with tags)."})
+    metrics_datadog_host: str = field(default="localhost", metadata={"help": "DataDog agent host."})
+    metrics_datadog_port: int = field(default=8125, metadata={"help": "DataDog agent DogStatsD UDP port."})
+    metrics_datadog_transmission_interval_ms: int = field(default=10000, metadata={"help": "ms between two DataDog flushes."})
+    metrics_datadog_tags: str = field(default="", metadata={"help": "Ours: extra DogStatsD tags 'key:value,...' added to framework:<framework_name>."})
+    reporter_graphite: str | None = field(default=None, metadata={"help": "Graphite receiver 'tcp://host:port[?prefix=p&interval=seconds]' (or udp://), plaintext protocol; Marathon 1.7's flag (removed in Marathon 1.8, kept here)."})
+    metrics_graphite_transmission_interval_ms: int = field(default=10000, metadata={"help": "ms between two Graphite flushes (an 'interval' in --reporter_graphite wins)."})
 
     # -- derived views ----------------------------------------------------------
 
     @property
     def features(self) -> frozenset[str]:
         return frozenset(f.strip() for f in self.enable_features.split(",") if f.strip())
+
+    @property
+    def binds_loopback_only(self) -> bool:
+        import ipaddress
+
+        if self.http_address in ("localhost",):
+            return True
+        try:
+            return ipaddress.ip_address(self.http_address).is_loopback
+        except ValueError:
+            return False
 
     @property
     def leader_address(self) -> str:
@@ -113,6 +144,8 @@ class Config:
             raise ConfigError("--store must be sqlite or memory")
         if not 0 < self.local_port_min <= self.local_port_max <= 65535:
             raise ConfigError("--local_port_min/--local_port_max must form a port range")
+        if self.plugin_dir and not self.plugin_conf:
+            raise ConfigError("--plugin_dir needs --plugin_conf (the descriptor names the plugins to load)")
         if self.master != "local" and not self.master.startswith("sim://"):
             raise ConfigError(
                 f"--master {self.master}: use 'local' (the embedded agent) or 'sim://<agents>' (simulated agents)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from msgspec import UNSET, structs
+from msgspec import UNSET, Struct, structs
 
 from .errors import IllegalArgument, ValidationFailed, Violation
 from .models import pathid
@@ -273,6 +273,9 @@ def scaling_proposition(instances, scale_to: int, *, sentenced=(), kill_selectio
     sentenced_ids = set(sentenced)
     condemned = [i for i in running if i.instance_id in sentenced_ids]
     count = max(len(running) - scale_to, len(condemned))
+    if count <= len(condemned):
+        # Nothing beyond the sentenced ones dies: no need to order the rest.
+        return condemned[:count], max(0, scale_to - len(running) + count)
     rest = sorted(
         (i for i in running if i.instance_id not in sentenced_ids),
         key=lambda i: _kill_key(i, kill_selection == "YOUNGEST_FIRST"),
@@ -384,3 +387,41 @@ def revert(original: Group, target: Group, current: Group, *, version: str) -> G
                     version=version,
                 )
     return result
+
+
+# -- what a change does (for authorization and policy) ---------------------------------
+
+
+class RootChanges(Struct, frozen=True, kw_only=True):
+    """The apps and groups a change creates, updates and removes."""
+
+    created_apps: list[AppDefinition]
+    updated_apps: list[AppDefinition]
+    removed_apps: list[AppDefinition]
+    created_groups: list[Group]
+    updated_groups: list[Group]
+    removed_groups: list[Group]
+
+    @property
+    def changed_apps(self) -> list[AppDefinition]:
+        return self.created_apps + self.updated_apps
+
+
+def root_changes(original: Group, target: Group) -> RootChanges:
+    """Apps compare by definition (a restart or scale is an update); groups by
+    their own fields (dependencies, enforceRole), not by their contents."""
+    o_apps, t_apps = original.app_map(), target.app_map()
+    o_groups = {g.id: g for g in original.transitive_groups() if g.id != pathid.ROOT}
+    t_groups = {g.id: g for g in target.transitive_groups() if g.id != pathid.ROOT}
+
+    def group_fields(g: Group) -> tuple:
+        return (sorted(g.dependencies), g.enforce_role)
+
+    return RootChanges(
+        created_apps=[a for i, a in sorted(t_apps.items()) if i not in o_apps],
+        updated_apps=[a for i, a in sorted(t_apps.items()) if i in o_apps and o_apps[i] != a],
+        removed_apps=[a for i, a in sorted(o_apps.items()) if i not in t_apps],
+        created_groups=[g for i, g in sorted(t_groups.items()) if i not in o_groups],
+        updated_groups=[g for i, g in sorted(t_groups.items()) if i in o_groups and group_fields(o_groups[i]) != group_fields(g)],
+        removed_groups=[g for i, g in sorted(o_groups.items()) if i not in t_groups],
+    )

@@ -18,28 +18,35 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import trio
 from msgspec import UNSET
 
 from . import matching
 from .api import build_app
+from .api._auth import Auth
 from .api._context import ApiContext
 from .cluster import ClusterDriver
 from .cluster.local import LocalDriver
 from .cluster.sim import SimDriver, parse_sim_master
-from .config import Config
+from .config import Config, ConfigError
+from .errors import Violation
+from .hookspecs import TaskAdjustment
 from .instance_update import StatusUpdate
 from .models.agent import Attribute, PortRange
 from .models.app import UnreachableEnabled
 from .models.instance import TaskStatus, parse_task_id
 from .models.resources import Resources
-from .plugins import health_checkers, plugin_manager
+from .planning import RootChanges
+from .plugins import health_checkers, load_plugins
 from .services.deployments import DeploymentManager
 from .services.events import EventBus
 from .services.groups import GroupManager, GroupsConfig
-from .services.health import HealthService
+from .services.health import AGENT_PROTOCOLS, HealthService
 from .services.instances import InstanceTracker
 from .services.launch_queue import LaunchQueue
+from .services.metrics import MetricsRegistry, MetricsService, collect_sinks
+from .services.metrics import install as install_metrics
 from .services.readiness import ReadinessService
 from .services.reconciler import Reconciler, ReconcilerConfig
 from .services.scheduler import Scheduler
@@ -106,6 +113,7 @@ class Services:
     health: HealthService
     readiness: ReadinessService
     api_context: ApiContext
+    metrics: MetricsRegistry | None = None
 
 
 async def _pump_status_updates(
@@ -195,14 +203,25 @@ async def start_services(
         time_ms=time_ms,
         on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
     )
-    pm = plugin_manager(plugins)
-    bus.add_observer(lambda event: pm.hook.marathon_event_observe(event=event))
+    loaded = load_plugins(
+        plugins, descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name
+    )
+    pm = loaded.pm
+    checkers = health_checkers(pm)
+    if not config.binds_loopback_only and not loaded.has("marathon_auth_authenticate") and not config.insecure_no_auth:
+        raise ConfigError(
+            f"refusing to serve on {config.http_address} without an authentication plugin: anyone who can "
+            "reach the port could run commands on this machine. Bind 127.0.0.1, configure an auth plugin "
+            "(--plugin_conf), or pass --insecure_no_auth."
+        )
+    if loaded.has("marathon_event_observe"):
+        bus.add_observer(lambda event: pm.hook.marathon_event_observe(event=event))
     health = HealthService(
         tracker,
         bus,
         root=lambda: groups_ref[0].root,
         app_at=repo.app_at,
-        checkers=health_checkers(pm),
+        checkers=checkers,
         time_ms=time_ms,
         max_concurrent=config.max_concurrent_marathon_health_checks,
     )
@@ -228,6 +247,7 @@ async def start_services(
             local_port_max=config.local_port_max,
             new_group_enforce_role=config.new_group_enforce_role,
         ),
+        policy=_policy(pm, health_protocols=set(checkers) | AGENT_PROTOCOLS),
     )
     groups_ref.append(groups)
     scheduler = Scheduler(
@@ -243,6 +263,7 @@ async def start_services(
         ),
         batch_size=config.launch_batch_size,
         env_vars_prefix=config.env_vars_prefix,
+        adjust=_task_adjuster(pm) if loaded.has("marathon_task_adjust") else None,
     )
     scheduler_ref.append(scheduler)
     reconciler = Reconciler(
@@ -277,6 +298,8 @@ async def start_services(
     await nursery.start(reconciler.run)
     await groups.resume_deployments()
     scheduler.wake()
+    for service in [s for provided in pm.hook.marathon_background_services() for s in (provided or [])]:
+        await nursery.start(service.run)
 
     api_context = ApiContext(
         config=config,
@@ -289,9 +312,12 @@ async def start_services(
         time_ms=time_ms,
         health=health,
         readiness=readiness,
+        auth=Auth(pm),
+        plugins=loaded,
         started_ms=time_ms(),
     )
-    return Services(
+    metrics = api_context.metrics = MetricsRegistry(prefix=config.metrics_name_prefix)
+    services = Services(
         config=config,
         driver=driver,
         tracker=tracker,
@@ -304,7 +330,50 @@ async def start_services(
         health=health,
         readiness=readiness,
         api_context=api_context,
+        metrics=metrics,
     )
+    install_metrics(services, metrics)
+    await nursery.start(MetricsService(metrics, collect_sinks(pm, config.as_flags())).run)
+    return services
+
+
+def _policy(pm, *, health_protocols: set[str]):  # type: ignore[no-untyped-def]
+    """Rules over what a change creates or modifies (422 with paths): every
+    health check needs a checker for its protocol, then the policy plugins."""
+    validate_apps = bool(pm.hook.marathon_validate_app.get_hookimpls())
+
+    def check(changes: RootChanges) -> list[Violation]:
+        violations: list[Violation] = []
+        single = len(changes.changed_apps) == 1
+        for app in changes.changed_apps:
+            prefix = "" if single else f"/apps/{app.id}"
+            for i, hc in enumerate(app.health_checks):
+                if hc.protocol not in health_protocols:
+                    known = ", ".join(sorted(health_protocols))
+                    violations.append(Violation(f"{prefix}/healthChecks({i})/protocol", f"unknown health check protocol {hc.protocol} (known: {known})"))
+            if not validate_apps:
+                continue
+            for found in pm.hook.marathon_validate_app(app=app):
+                for v in found or ():
+                    violations.append(Violation(v.path if single else f"/apps/{app.id}{v.path}", v.message))
+        for group in changes.created_groups + changes.updated_groups:
+            for found in pm.hook.marathon_validate_group(group=group):
+                for v in found or ():
+                    violations.append(Violation(f"/groups/{group.id}{v.path}", v.message))
+        return violations
+
+    return check
+
+
+def _task_adjuster(pm):  # type: ignore[no-untyped-def]
+    """Task processors (env, labels) applied to every launch."""
+
+    def adjust(app, launch):  # type: ignore[no-untyped-def]
+        task = TaskAdjustment(task_id=launch.task_id, env=dict(launch.env), labels=dict(launch.labels))
+        pm.hook.marathon_task_adjust(app=app, task=task)
+        return msgspec.structs.replace(launch, env=task.env, labels=task.labels)
+
+    return adjust
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

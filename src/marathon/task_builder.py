@@ -75,17 +75,24 @@ def label_variables(labels: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def task_environment(
-    app: AppDefinition,
-    *,
-    task_id: str,
-    hostname: str,
-    ports: Sequence[PortAssignment],
-    env_vars_prefix: str | None = None,
-    enforce_role: bool = False,
-) -> dict[str, str]:
+_STATIC_ENV: dict[tuple[str, str, bool], tuple[AppDefinition, dict[str, str], dict[str, str]]] = {}
+
+
+def _static_environment(app: AppDefinition, enforce_role: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """(Marathon's variables, the user's string variables) of an app version:
+    the same for every task of it, so built once (a burst launches thousands)."""
+    key = (app.id, app.version if app.version is not UNSET else "", enforce_role)  # type: ignore[arg-type]
+    cached = _STATIC_ENV.get(key)
+    if cached is None or (cached[0] is not app and cached[0] != app):
+        if len(_STATIC_ENV) > 4096:
+            _STATIC_ENV.clear()
+        user = {k: v for k, v in app.env.items() if not isinstance(v, EnvSecretRef)}  # secrets: a plugin's job
+        cached = _STATIC_ENV[key] = (app, _marathon_variables(app, enforce_role), user)
+    return cached[1], cached[2]
+
+
+def _marathon_variables(app: AppDefinition, enforce_role: bool) -> dict[str, str]:
     env: dict[str, str] = {
-        "MESOS_TASK_ID": task_id,
         "MARATHON_APP_ID": app.id,
         "MARATHON_APP_VERSION": app.version if app.version is not UNSET else "",  # type: ignore[dict-item]
         "MARATHON_APP_RESOURCE_CPUS": _fmt_double(app.cpus),
@@ -98,7 +105,20 @@ def task_environment(
     if container and container.type == "DOCKER" and container.docker is not UNSET:  # type: ignore[union-attr]
         env["MARATHON_APP_DOCKER_IMAGE"] = container.docker.image  # type: ignore[union-attr]
     env.update(label_variables(app.labels))
+    return env
 
+
+def task_environment(
+    app: AppDefinition,
+    *,
+    task_id: str,
+    hostname: str,
+    ports: Sequence[PortAssignment],
+    env_vars_prefix: str | None = None,
+    enforce_role: bool = False,
+) -> dict[str, str]:
+    marathon_vars, user_vars = _static_environment(app, enforce_role)
+    env = {"MESOS_TASK_ID": task_id, **marathon_vars}
     prefix = env_vars_prefix or ""
     if ports:
         effective = [p.effective for p in ports]
@@ -110,11 +130,7 @@ def task_environment(
         env[f"{prefix}PORT"] = str(effective[0])
         env[f"{prefix}PORTS"] = ",".join(str(p) for p in effective)
     env[f"{prefix}HOST"] = hostname
-
-    for key, value in app.env.items():
-        if isinstance(value, EnvSecretRef):
-            continue  # resolved by a secrets plugin, never by us
-        env[key] = value
+    env.update(user_vars)
     return env
 
 

@@ -13,13 +13,17 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..errors import MarathonError
-from . import apps, deployments, events, groups, queue, system, tasks
+from . import apps, deployments, events, groups, metrics, plugins, queue, system, tasks
+from ._auth import AuthMiddleware
 from ._context import ApiContext
 from ._http import HeadersMiddleware, http_error, internal_error, marathon_error
 
 
 def build_app(ctx: ApiContext) -> Any:
-    routes = apps.routes + groups.routes + tasks.routes + deployments.routes + events.routes + queue.routes + system.routes
+    routes = (
+        apps.routes + groups.routes + tasks.routes + deployments.routes + events.routes
+        + queue.routes + plugins.routes + system.routes + metrics.routes
+    )
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -30,7 +34,19 @@ def build_app(ctx: ApiContext) -> Any:
     )
     app.state.ctx = ctx
     app.state.openapi_routes = routes
-    return HeadersMiddleware(app, leader=ctx.config.leader_address)
+    pm = ctx.plugins.pm if ctx.plugins is not None else None
+    handlers: dict = {}
+    if pm is not None:
+        for provided in reversed(pm.hook.marathon_http_handlers()):
+            handlers.update(provided or {})
+    app.state.plugin_handlers = handlers
+    asgi: Any = app
+    if pm is not None and pm.hook.marathon_auth_authenticate.get_hookimpls():
+        asgi = AuthMiddleware(asgi, pm)
+    asgi = HeadersMiddleware(asgi, leader=ctx.config.leader_address)
+    if ctx.metrics is not None:
+        asgi = metrics.HttpMetricsMiddleware(asgi, ctx.metrics)
+    return asgi
 
 
 __all__ = ["ApiContext", "build_app"]

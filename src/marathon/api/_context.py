@@ -6,14 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..config import Config
+from ..plugins import Plugins
 from ..services.deployments import DeploymentManager
 from ..services.events import EventBus
 from ..services.groups import GroupManager
 from ..services.health import HealthService
 from ..services.instances import InstanceTracker
 from ..services.launch_queue import LaunchQueue
+from ..services.metrics import MetricsRegistry
 from ..services.readiness import ReadinessService
 from ..storage.repository import StateRepository
+from ._auth import Auth
 
 
 @dataclass
@@ -28,6 +31,9 @@ class ApiContext:
     time_ms: Callable[[], int]
     health: HealthService | None = None
     readiness: ReadinessService | None = None
+    auth: Auth = field(default_factory=lambda: Auth(None))
+    plugins: Plugins | None = None
     started_ms: int = 0
     # (app id, version) -> canonical app JSON; apps are immutable per version.
     app_json_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    metrics: MetricsRegistry | None = None

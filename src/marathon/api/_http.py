@@ -54,6 +54,12 @@ def base_url(request: Request) -> str:
 
 async def marathon_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, MarathonError)
+    plugin_answer = getattr(exc, "response", None)
+    if plugin_answer is not None:  # an auth plugin wrote this answer
+        return Response(
+            content=plugin_answer.body, status_code=plugin_answer.status,
+            media_type=plugin_answer.content_type, headers=dict(plugin_answer.headers),
+        )
     if exc.status >= 500:
         log.warning("request failed method=%s path=%s status=%d error=%s", request.method, request.url.path, exc.status, exc.message)
     return json_response(exc.body(), exc.status)

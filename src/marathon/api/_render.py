@@ -92,6 +92,18 @@ def counts(instances: Iterable[Instance], health: Callable[[Instance], bool | No
     return {"tasksStaged": staged, "tasksRunning": running, "tasksHealthy": healthy, "tasksUnhealthy": unhealthy}
 
 
+def counts_from_tracker(by_state: dict[tuple[str, str], int]) -> dict[str, int]:
+    """`counts` without looking at each instance (apps without health checks):
+    staged = a task not yet confirmed running, running = TASK_RUNNING."""
+    staged = running = 0
+    for (_, condition), n in by_state.items():
+        if condition in ("Provisioned", "Staging"):
+            staged += n
+        elif condition == "Running":
+            running += n
+    return {"tasksStaged": staged, "tasksRunning": running, "tasksHealthy": 0, "tasksUnhealthy": 0}
+
+
 def task_json(ctx: ApiContext, inst: Instance, app: AppDefinition | None) -> dict[str, Any]:
     task = inst.task
     assert task is not None
@@ -152,17 +164,18 @@ def task_failure_json(ctx: ApiContext, app_id: str) -> dict[str, Any] | None:
 def app_info(ctx: ApiContext, app: AppDefinition, embeds: set[str], *, stored: bool = True) -> bytes:
     """AppInfo JSON; `stored=False` for a definition that is not the stored one
     (the POST response), which must not enter the cache."""
-    instances = ctx.tracker.of_app(app.id)
     extra: dict[str, Any] = {}
     if "counts" in embeds:
-        health = (lambda i: ctx.health.health_of(app, i)) if ctx.health is not None and app.health_checks else None
-        extra.update(counts(instances, health))
+        if ctx.health is not None and app.health_checks:
+            extra.update(counts(ctx.tracker.of_app(app.id), lambda i: ctx.health.health_of(app, i)))
+        else:
+            extra.update(counts_from_tracker(ctx.tracker.counts(app.id)))
     if "deployments" in embeds:
         extra["deployments"] = [{"id": d} for d in ctx.deployments.deployments_of(app.id)]
     if "readiness" in embeds:
         extra["readinessCheckResults"] = ctx.readiness.results_for(app.id) if ctx.readiness is not None else []
     if "tasks" in embeds:
-        extra["tasks"] = [task_json(ctx, i, app) for i in placed(instances)]
+        extra["tasks"] = [task_json(ctx, i, app) for i in placed(ctx.tracker.of_app(app.id))]
     if "lastTaskFailure" in embeds:
         failure = task_failure_json(ctx, app.id)
         if failure is not None:

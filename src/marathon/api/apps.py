@@ -17,6 +17,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import AppNotFound, BadRequest, Conflict, InvalidJson, TaskNotFound, Violation
+from ..hookspecs import AuthResource
 from ..instance_update import ChangeGoal
 from ..models import pathid
 from ..models.app import AppDefinition
@@ -36,6 +37,7 @@ from ..models.group import put_app as store_app
 from ..models.instance import ACTIVE, Condition, Goal, Instance, parse_task_id
 from ..models.timestamp import canonical, is_timestamp
 from . import _selector
+from ._auth import app_resource
 from ._context import ApiContext
 from ._http import base_url, deployment_result, flag, json_response
 from ._render import app_info, join_array, parse_embeds, placed, splice, task_json
@@ -92,7 +94,10 @@ async def list_apps(request: Request) -> Response:
     label = q.get("label")
     matcher = _selector.parse(label) if label else None
     items = []
+    visible = ctx.auth.can_view_app(request)
     for app in sorted(ctx.groups.root.transitive_apps(), key=lambda a: a.id):
+        if not visible(app):
+            continue
         if cmd and cmd not in (app.cmd or "").lower():  # type: ignore[operator]
             continue
         if ident and ident not in app.id.lower():
@@ -103,12 +108,22 @@ async def list_apps(request: Request) -> Response:
     return json_response(b'{"apps":' + join_array(items) + b"}")
 
 
-def _group_apps(ctx: ApiContext, group_path: str) -> list[AppDefinition]:
+def _group_apps(ctx: ApiContext, request: Request, group_path: str) -> list[AppDefinition]:
     gid = pathid.resolve(group_path, "/")
     group = ctx.groups.root.group(gid)
     if group is None:
         raise AppNotFound(gid)
-    return sorted(group.transitive_apps(), key=lambda a: a.id)
+    ctx.auth.check(request, "ViewGroup", AuthResource(kind="group", id=gid))
+    visible = ctx.auth.can_view_app(request)
+    return sorted((a for a in group.transitive_apps() if visible(a)), key=lambda a: a.id)
+
+
+def _viewable_app(ctx: ApiContext, request: Request, app_id: str) -> AppDefinition:
+    app = ctx.groups.app(app_id)
+    if app is None:
+        raise AppNotFound(app_id)
+    ctx.auth.check(request, "ViewRunSpec", app_resource(app))
+    return app
 
 
 async def get_app(request: Request) -> Response:
@@ -116,31 +131,24 @@ async def get_app(request: Request) -> Response:
     raw = request.path_params["app_id"]
     embeds = parse_embeds(request.query_params.getlist("embed"))
     if raw.endswith("*"):
-        apps = _group_apps(ctx, raw.rstrip("*"))
+        apps = _group_apps(ctx, request, raw.rstrip("*"))
         items = [app_info(ctx, a, embeds | LIST_EMBEDS) for a in apps]
         return json_response(b'{"*":' + join_array(items) + b"}")
-    app_id = _app_id(request)
-    app = ctx.groups.app(app_id)
-    if app is None:
-        raise AppNotFound(app_id)
+    app = _viewable_app(ctx, request, _app_id(request))
     return json_response(b'{"app":' + app_info(ctx, app, embeds | SINGLE_EMBEDS) + b"}")
 
 
 async def list_versions(request: Request) -> Response:
     ctx = _ctx(request)
-    app_id = _app_id(request)
-    if ctx.groups.app(app_id) is None:
-        raise AppNotFound(app_id)
+    app_id = _viewable_app(ctx, request, _app_id(request)).id
     versions = sorted(await ctx.repo.app_versions(app_id), reverse=True)
     return json_response({"versions": versions})
 
 
 async def get_version(request: Request) -> Response:
     ctx = _ctx(request)
-    app_id = _app_id(request)
+    app_id = _viewable_app(ctx, request, _app_id(request)).id
     raw = request.path_params["version"]
-    if ctx.groups.app(app_id) is None:
-        raise AppNotFound(app_id)
     if not is_timestamp(raw):
         raise AppNotFound(app_id, raw)
     app = await ctx.repo.app_at(app_id, canonical(raw))
@@ -167,7 +175,10 @@ async def create_app(request: Request) -> Response:
             raise Conflict(f"A group with id [{app.id}] already exists.")
         return store_app(root, app, version=version, new_group=ctx.groups.new_group_factory(version))
 
-    plan = await ctx.groups.update(change, force=force, announce=lambda root: _publish_post(ctx, request, root.app(app.id)))
+    plan = await ctx.groups.update(
+        change, force=force, guard=ctx.auth.guard(request),
+        announce=lambda root: _publish_post(ctx, request, root.app(app.id)),
+    )
     shown = structs.replace(app, version=plan.version)
     body = splice(
         app_info(ctx, shown, set(), stored=False),
@@ -235,7 +246,10 @@ async def _update_one(request: Request, *, partial_default: bool, allow_create: 
         created = current is None
         return store_app(root, new, version=version, new_group=ctx.groups.new_group_factory(version))
 
-    plan = await ctx.groups.update(change, force=force, announce=lambda root: _publish_post(ctx, request, root.app(app_id)))
+    plan = await ctx.groups.update(
+        change, force=force, guard=ctx.auth.guard(request),
+        announce=lambda root: _publish_post(ctx, request, root.app(app_id)),
+    )
     if created:
         return deployment_result(plan.id, plan.version, 201, location=f"{base_url(request)}{app_id}")
     return deployment_result(plan.id, plan.version)
@@ -262,7 +276,7 @@ async def _update_many(request: Request, *, allow_create: bool) -> Response:
             root = store_app(root, new, version=version, new_group=ctx.groups.new_group_factory(version))
         return root
 
-    plan = await ctx.groups.update(change, force=force)
+    plan = await ctx.groups.update(change, force=force, guard=ctx.auth.guard(request))
     return deployment_result(plan.id, plan.version)
 
 
@@ -284,7 +298,7 @@ async def delete_app(request: Request) -> Response:
             raise AppNotFound(app_id)
         return remove_app(root, app_id, version=version)
 
-    plan = await ctx.groups.update(change, force=force)
+    plan = await ctx.groups.update(change, force=force, guard=ctx.auth.guard(request))
     return deployment_result(plan.id, plan.version)
 
 
@@ -298,7 +312,7 @@ async def restart_app(request: Request) -> Response:
             raise AppNotFound(app_id)
         return root
 
-    plan = await ctx.groups.update(change, force=force, restart=[app_id])
+    plan = await ctx.groups.update(change, force=force, restart=[app_id], guard=ctx.auth.guard(request))
     return deployment_result(plan.id, plan.version)
 
 
@@ -309,13 +323,9 @@ async def app_tasks(request: Request) -> Response:
     ctx = _ctx(request)
     raw = request.path_params["app_id"]
     if raw.endswith("*"):
-        apps = _group_apps(ctx, raw.rstrip("*"))
+        apps = _group_apps(ctx, request, raw.rstrip("*"))
     else:
-        app_id = _app_id(request)
-        app = ctx.groups.app(app_id)
-        if app is None:
-            raise AppNotFound(app_id)
-        apps = [app]
+        apps = [_viewable_app(ctx, request, _app_id(request))]
     tasks = [task_json(ctx, i, a) for a in apps for i in placed(ctx.tracker.of_app(a.id))]
     return json_response({"tasks": tasks})
 
@@ -330,11 +340,11 @@ def _kill_flags(request: Request) -> tuple[bool, bool, bool]:
 
 
 async def kill_instances(
-    ctx: ApiContext, app_id: str, instances: list[Instance], *, scale: bool, wipe: bool, force: bool
+    ctx: ApiContext, request: Request, app_id: str, instances: list[Instance], *, scale: bool, wipe: bool, force: bool
 ) -> tuple[Any, Response | None]:
     """Kill, wipe or kill-and-scale `instances` of one app (shared with /v2/tasks/delete)."""
     if scale:
-        return None, await scale_down(ctx, {app_id: instances}, force=force)
+        return None, await scale_down(ctx, request, {app_id: instances}, force=force)
     if wipe:
         now = ctx.time_ms()
         await ctx.tracker.process(
@@ -345,7 +355,7 @@ async def kill_instances(
     return instances, None
 
 
-async def scale_down(ctx: ApiContext, victims: dict[str, list[Instance]], *, force: bool) -> Response:
+async def scale_down(ctx: ApiContext, request: Request, victims: dict[str, list[Instance]], *, force: bool) -> Response:
     """One deployment scaling every app down by its killed instances (SPEC.md 1.4)."""
     to_kill = {
         app_id: [i.instance_id for i in insts if i.condition in ACTIVE and i.condition != Condition.KILLING]
@@ -360,7 +370,7 @@ async def scale_down(ctx: ApiContext, victims: dict[str, list[Instance]], *, for
             root = store_app(root, structs.replace(app, instances=max(0, app.instances - len(ids))), version=version)
         return root
 
-    plan = await ctx.groups.update(change, force=force, to_kill=to_kill)
+    plan = await ctx.groups.update(change, force=force, to_kill=to_kill, guard=ctx.auth.guard(request))
     return deployment_result(plan.id, plan.version)
 
 
@@ -371,11 +381,12 @@ async def kill_app_tasks(request: Request) -> Response:
     app = ctx.groups.app(app_id)
     if app is None:
         raise AppNotFound(app_id)
+    ctx.auth.check(request, "UpdateRunSpec", app_resource(app))
     host = request.query_params.get("host")
     instances = placed(ctx.tracker.of_app(app_id))
     if host and host != "*":
         instances = [i for i in instances if i.hostname == host]
-    killed, response = await kill_instances(ctx, app_id, instances, scale=scale, wipe=wipe, force=force)
+    killed, response = await kill_instances(ctx, request, app_id, instances, scale=scale, wipe=wipe, force=force)
     if response is not None:
         return response
     return json_response({"tasks": [task_json(ctx, i, app) for i in killed]})
@@ -389,6 +400,7 @@ async def kill_app_task(request: Request) -> Response:
     app = ctx.groups.app(app_id)
     if app is None:
         raise AppNotFound(app_id)
+    ctx.auth.check(request, "UpdateRunSpec", app_resource(app))
     try:
         parsed = parse_task_id(task_id)
     except ValueError:
@@ -396,7 +408,7 @@ async def kill_app_task(request: Request) -> Response:
     inst = ctx.tracker.get(parsed.instance_id)
     if inst is None or inst.run_spec_id != app_id or inst.task is None:
         raise TaskNotFound(task_id)
-    _, response = await kill_instances(ctx, app_id, [inst], scale=scale, wipe=wipe, force=force)
+    _, response = await kill_instances(ctx, request, app_id, [inst], scale=scale, wipe=wipe, force=force)
     if response is not None:
         return response
     return json_response({"task": task_json(ctx, inst, app)})

@@ -14,15 +14,19 @@ no longer reads.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..models.events import EventStreamAttached, EventStreamDetached
+from ..hookspecs import AuthResource
+from ..models.events import Event, EventStreamAttached, EventStreamDetached
 from ..services.events import EventBus, Subscription
+from ._context import ApiContext
 from ._http import json_response
 
 KEEPALIVE_SECONDS = 10.0
@@ -88,12 +92,67 @@ async def event_stream(request: Request) -> Response:
     accept = request.headers.get("accept", "")
     if "text/event-stream" not in accept:
         return json_response({"message": "HTTP 405 Method Not Allowed: use Accept: text/event-stream"}, 405)
-    bus: EventBus = request.app.state.ctx.bus
+    ctx: ApiContext = request.app.state.ctx
+    ctx.auth.check_system(request, "ViewResource", "Events")
+    bus: EventBus = ctx.bus
     types = request.query_params.getlist("event_type")
     remote = f"{request.client.host}:{request.client.port}" if request.client else ""
-    sub = bus.subscribe(types=types or None, remote_address=remote)
+    sub = bus.subscribe(types=types or None, remote_address=remote, view=_visible_events(ctx, request))
     bus.publish(EventStreamAttached(timestamp=bus.now(), remote_address=remote))
     return EventStream(bus, sub)
+
+
+def _visible_events(ctx: ApiContext, request: Request) -> Callable[[Event], Event | None] | None:
+    """Only what the caller may view (SPEC.md 1.1): events about other apps or
+    groups are skipped, and a deployment's plan is trimmed to the caller's apps
+    (a deployment touching nothing of theirs is skipped)."""
+    if not ctx.auth.enabled:
+        return None
+    can_view_app = ctx.auth.can_view_app_id(request)
+    identity = ctx.auth.identity(request)
+
+    def view(event: Event) -> Event | None:
+        app_id = getattr(event, "app_id", None) or getattr(event, "run_spec_id", None)
+        if app_id:
+            return event if can_view_app(app_id) else None
+        definition = getattr(event, "app_definition", None)
+        if isinstance(definition, dict) and "id" in definition:
+            return event if can_view_app(definition["id"]) else None
+        plan = getattr(event, "plan", None)
+        if isinstance(plan, dict):
+            trimmed = trim_plan(plan, can_view_app)
+            if trimmed is None:
+                return None
+            if trimmed is plan:
+                return event
+            changes: dict = {"plan": trimmed}
+            step = getattr(event, "current_step", None)
+            if isinstance(step, dict):
+                changes["current_step"] = trim_step(step, can_view_app)
+            return msgspec.structs.replace(event, **changes)
+        group_id = getattr(event, "group_id", None)
+        if group_id:
+            return event if ctx.auth.allowed(identity, "ViewGroup", AuthResource(kind="group", id=group_id)) else None
+        return event
+
+    return view
+
+
+def trim_step(step: dict, visible: Callable[[str], bool]) -> dict:
+    return {**step, "actions": [a for a in step.get("actions", []) if visible(a.get("app", ""))]}
+
+
+def trim_plan(plan: dict, visible: Callable[[str], bool]) -> dict | None:
+    """The plan with only visible apps' actions; itself if all are visible,
+    None if none is."""
+    apps = [a.get("app", "") for step in plan.get("steps", []) for a in step.get("actions", [])]
+    shown = [a for a in apps if visible(a)]
+    if not shown:
+        return None
+    if len(shown) == len(apps):
+        return plan
+    steps = [trim_step(s, visible) for s in plan.get("steps", [])]
+    return {**plan, "steps": [s for s in steps if s["actions"]]}
 
 
 routes = [Route("/v2/events", event_stream, methods=["GET"])]

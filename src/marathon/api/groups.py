@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import Conflict, GroupNotFound, ValidationFailed, Violation
+from ..hookspecs import AuthResource
 from ..models import pathid
 from ..models.app_rules import AppContext, decode_json
 from ..models.deployment import steps_json
@@ -83,8 +84,17 @@ def _embeds(request: Request) -> tuple[set[str], set[str]]:
     return parse_embeds(app_values), group_values & DEFAULT_EMBEDS
 
 
-def group_info(ctx: ApiContext, group: Group, app_embeds: set[str], group_embeds: set[str]) -> bytes:
-    """GroupInfo JSON: `{id, dependencies, version, enforceRole, apps?, groups?, pods?}`."""
+def group_info(
+    ctx: ApiContext,
+    group: Group,
+    app_embeds: set[str],
+    group_embeds: set[str],
+    request: Request | None = None,
+) -> bytes:
+    """GroupInfo JSON: `{id, dependencies, version, enforceRole, apps?, groups?, pods?}`.
+
+    With `request`, apps and subgroups the caller may not view are left out.
+    """
     head = _encoder.encode(
         {
             "id": group.id,
@@ -94,12 +104,20 @@ def group_info(ctx: ApiContext, group: Group, app_embeds: set[str], group_embeds
         }
     )
     parts: list[bytes] = []
+    view_app = ctx.auth.can_view_app(request) if request is not None and ctx.auth.enabled else None
+    identity = ctx.auth.identity(request) if request is not None else None
     if EMBED_APPS in group_embeds:
-        apps = sorted(group.apps.values(), key=lambda a: a.id)
+        apps = sorted((a for a in group.apps.values() if view_app is None or view_app(a)), key=lambda a: a.id)
         parts.append(b'"apps":' + join_array(app_info(ctx, a, app_embeds) for a in apps))
     if EMBED_GROUPS in group_embeds:
-        children = sorted(group.groups.values(), key=lambda g: g.id)
-        parts.append(b'"groups":' + join_array(group_info(ctx, g, app_embeds, group_embeds) for g in children))
+        children = sorted(
+            (
+                g for g in group.groups.values()
+                if view_app is None or ctx.auth.allowed(identity, "ViewGroup", AuthResource(kind="group", id=g.id))
+            ),
+            key=lambda g: g.id,
+        )
+        parts.append(b'"groups":' + join_array(group_info(ctx, g, app_embeds, group_embeds, request) for g in children))
     if EMBED_PODS in group_embeds:
         parts.append(b'"pods":[]')
     if not parts:
@@ -110,6 +128,11 @@ def group_info(ctx: ApiContext, group: Group, app_embeds: set[str], group_embeds
 # -- reading -------------------------------------------------------------------
 
 
+def _check_view(ctx: ApiContext, request: Request, group_id: str) -> None:
+    ctx.auth.check(request, "ViewGroup", AuthResource(kind="group", id=group_id))
+
+
+
 async def get_group(request: Request) -> Response:
     ctx = _ctx(request)
     gid = _group_id(request)
@@ -117,7 +140,8 @@ async def get_group(request: Request) -> Response:
     group = ctx.groups.root.group(gid)
     if group is None:
         raise GroupNotFound(gid)
-    return json_response(group_info(ctx, group, app_embeds, group_embeds))
+    _check_view(ctx, request, gid)
+    return json_response(group_info(ctx, group, app_embeds, group_embeds, request))
 
 
 async def group_apps(request: Request) -> Response:
@@ -126,7 +150,9 @@ async def group_apps(request: Request) -> Response:
     gid = _group_id(request)
     app_embeds, _ = _embeds(request)
     group = ctx.groups.root.group(gid)
-    apps = sorted(group.transitive_apps(), key=lambda a: a.id) if group is not None else []
+    _check_view(ctx, request, gid)
+    visible = ctx.auth.can_view_app(request)
+    apps = sorted((a for a in group.transitive_apps() if visible(a)), key=lambda a: a.id) if group is not None else []
     return json_response(join_array(app_info(ctx, a, app_embeds) for a in apps))
 
 
@@ -136,6 +162,7 @@ async def group_versions(request: Request) -> Response:
     gid = _group_id(request)
     if ctx.groups.root.group(gid) is None:
         raise GroupNotFound(gid)
+    _check_view(ctx, request, gid)
     versions = sorted(await ctx.repo.root_versions(), reverse=True)
     if not pathid.is_root(gid):
         kept = []
@@ -153,13 +180,14 @@ async def group_version(request: Request) -> Response:
     gid = _group_id(request)
     raw = request.path_params["version"]
     _, group_embeds = _embeds(request)
+    _check_view(ctx, request, gid)
     if not is_timestamp(raw):
         raise GroupNotFound(gid)
     snapshot = await ctx.repo.root_at(canonical(raw))
     group = snapshot.group(gid) if snapshot is not None else None
     if group is None:
         raise GroupNotFound(gid)
-    return json_response(group_info(ctx, group, set(), group_embeds))
+    return json_response(group_info(ctx, group, set(), group_embeds, request))
 
 
 # -- changing -------------------------------------------------------------------
@@ -206,7 +234,7 @@ async def create_group(request: Request) -> Response:
             raise Conflict(f"An app with the path {effective} already exists.")
         return target
 
-    plan = await ctx.groups.update(change, force=force)
+    plan = await ctx.groups.update(change, force=force, guard=ctx.auth.guard(request))
     return deployment_result(plan.id, plan.version, 201, location=f"{base_url(request)}{effective}")
 
 
@@ -216,7 +244,7 @@ async def put_group(request: Request) -> Response:
     dry_run = flag(request, "dryRun", False)
     url_id = _checked_group_id(request)
     _, change = await _change_for(request, url_id)
-    plan = await ctx.groups.update(change, force=force, dry_run=dry_run)
+    plan = await ctx.groups.update(change, force=force, dry_run=dry_run, guard=ctx.auth.guard(request))
     if dry_run:
         return json_response({"steps": steps_json(plan.steps)})
     return deployment_result(plan.id, plan.version)
@@ -243,6 +271,7 @@ async def patch_group(request: Request) -> Response:
             raise GroupNotFound(gid)
         return update_group(root, gid, with_enforce_role, version=version)
 
+    ctx.auth.check(request, "UpdateGroup", AuthResource(kind="group", id=gid))
     await ctx.groups.update_without_deployment(change)
     return Response(status_code=200)
 
@@ -255,7 +284,7 @@ async def delete_group(request: Request) -> Response:
     def change(root: Group, version: str) -> Group:
         return remove_group(root, gid, version)
 
-    plan = await ctx.groups.update(change, force=force)
+    plan = await ctx.groups.update(change, force=force, guard=ctx.auth.guard(request))
     return deployment_result(plan.id, plan.version)
 
 

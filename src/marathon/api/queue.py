@@ -11,6 +11,7 @@ from ..models import pathid
 from ..models.instance import Condition, Instance
 from ..models.resources import RejectReason
 from ..models.timestamp import format_ms
+from ._auth import app_resource
 from ._context import ApiContext
 from ._http import json_response
 from ._render import app_bytes, splice
@@ -50,7 +51,10 @@ async def queue(request: Request) -> Response:
     now = ctx.time_ms()
     embed_offers = "lastUnusedOffers" in request.query_params.getlist("embed")
     items = []
+    visible = ctx.auth.can_view_app(request)
     for app in sorted(ctx.groups.root.transitive_apps(), key=lambda a: a.id):
+        if not visible(app):
+            continue
         waiting = [i for i in ctx.tracker.of_app(app.id) if _waiting(i)]
         by_role: dict[str, list[Instance]] = {}
         for inst in waiting:
@@ -79,6 +83,7 @@ async def reset_delay(request: Request) -> Response:
     app = ctx.groups.app(app_id)
     if app is None or not any(_waiting(i) for i in ctx.tracker.of_app(app_id)):
         raise NotFound(f"Application {app_id} not found in tasks queue.")
+    ctx.auth.check(request, "UpdateRunSpec", app_resource(app))
     ctx.launch_queue.reset_delay(app)
     return Response(status_code=204)
 

@@ -101,11 +101,14 @@ def info_json(ctx: ApiContext) -> dict:
 
 
 async def info(request: Request) -> Response:
-    return json_response(info_json(request.app.state.ctx))
+    ctx: ApiContext = request.app.state.ctx
+    ctx.auth.check_system(request, "ViewResource", "SystemConfig")
+    return json_response(info_json(ctx))
 
 
 async def leader(request: Request) -> Response:
     ctx: ApiContext = request.app.state.ctx
+    ctx.auth.check_system(request, "ViewResource", "Leader")
     return json_response({"leader": ctx.config.leader_address})
 
 

@@ -9,6 +9,7 @@ from starlette.routing import Route
 from ..errors import BadRequest
 from ..models.app_rules import decode_json
 from ..models.instance import Instance, parse_task_id
+from ._auth import app_resource
 from ._context import ApiContext
 from ._http import flag, json_response
 from ._render import placed, task_json
@@ -25,7 +26,10 @@ async def list_tasks(request: Request) -> Response:
         if s.lower() in _STATUS_FILTER
     }
     tasks = []
+    visible = ctx.auth.can_view_app(request)
     for app in sorted(ctx.groups.root.transitive_apps(), key=lambda a: a.id):
+        if not visible(app):
+            continue
         for inst in placed(ctx.tracker.of_app(app.id)):
             if wanted and inst.condition not in wanted:
                 continue
@@ -54,11 +58,15 @@ async def delete_tasks(request: Request) -> Response:
         if inst is None or inst.task is None:
             continue  # unknown instances are ignored
         by_app.setdefault(inst.run_spec_id, []).append(inst)
+    for app_id in by_app:  # every app is authorized before anything is killed
+        app = ctx.groups.app(app_id)
+        if app is not None:
+            ctx.auth.check(request, "UpdateRunSpec", app_resource(app))
     if scale:
-        return await scale_down(ctx, by_app, force=force)
+        return await scale_down(ctx, request, by_app, force=force)
     out = []
     for app_id, instances in by_app.items():
-        killed, _ = await kill_instances(ctx, app_id, instances, scale=False, wipe=wipe, force=force)
+        killed, _ = await kill_instances(ctx, request, app_id, instances, scale=False, wipe=wipe, force=force)
         app = ctx.groups.app(app_id)
         out.extend(task_json(ctx, i, app) for i in killed)
     return json_response({"tasks": out})

@@ -11,6 +11,7 @@ from .._version import MARATHON_API_VERSION, __version__
 # Marathon's process exit codes (SPEC.md 5.7).
 EXIT_HTTP_BIND = 111
 EXIT_BAD_FLAG = 112
+EXIT_PLUGIN = 102
 
 _LEVELS = {
     "off": logging.CRITICAL + 10,
@@ -50,11 +51,17 @@ def _parser() -> argparse.ArgumentParser:
         "is also read from MARATHON_<FLAG> (e.g. MARATHON_HTTP_PORT).",
     )
     build_parser(serve)
+    # `marathon lb ...` is parsed by cli/lb.py (listed here for --help).
+    sub.add_parser("lb", help="generate a load-balancer config (haproxy, ...) from Marathon's apps", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["lb"]:
+        from .lb import main as lb_main
+
+        return lb_main(args[1:])
     parser = _parser()
     ns, rest = parser.parse_known_args(args)
     if ns.command != "serve":
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(config) -> int:  # type: ignore[no-untyped-def]
     import trio
 
+    from ..config import ConfigError
+    from ..plugins import PluginError
     from ..server import serve
 
     code = 0
@@ -81,6 +90,12 @@ def _serve(config) -> int:  # type: ignore[no-untyped-def]
         trio.run(serve, config)
     except* KeyboardInterrupt:
         code = 0
+    except* PluginError as group:
+        print(f"marathon: plugin initialization failed: {_first_leaf(group)}", file=sys.stderr)
+        code = EXIT_PLUGIN
+    except* ConfigError as group:
+        print(f"marathon: {_first_leaf(group)}", file=sys.stderr)
+        code = EXIT_BAD_FLAG
     except* OSError as group:
         exc = _first_leaf(group)
         if getattr(exc, "errno", None) in (98, 99):

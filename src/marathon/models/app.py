@@ -132,7 +132,10 @@ class CommandValue(_Model):
     value: Annotated[str, Meta(min_length=1)]
 
 
-HealthProtocol = Literal["HTTP", "HTTPS", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"]
+# Marathon's protocols, plus any a plugin registers (`marathon_health_checkers`):
+# whether a checker exists is checked when a change is made, not here.
+BUILTIN_HEALTH_PROTOCOLS = frozenset({"HTTP", "HTTPS", "TCP", "COMMAND", "MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"})
+HealthProtocol = Annotated[str, Meta(pattern=r"^[A-Z][A-Z0-9_]*$")]
 MARATHON_HEALTH_PROTOCOLS = frozenset({"HTTP", "HTTPS", "TCP"})
 MESOS_HEALTH_PROTOCOLS = frozenset({"MESOS_HTTP", "MESOS_HTTPS", "MESOS_TCP"})
 

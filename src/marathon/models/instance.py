@@ -9,7 +9,9 @@ instance tracker, the single writer of instance state.
 
 from __future__ import annotations
 
+import random
 import re
+import time
 import uuid
 from typing import Literal
 
@@ -191,7 +193,40 @@ _INSTANCE_RE = re.compile(r"^(.+)\.(instance-|marathon-)([^\.]+)$")
 
 def new_instance_id(run_spec_id: str) -> str:
     """`<safeRunSpecId>.instance-<time-based uuid>`."""
-    return f"{pathid.safe(run_spec_id)}.instance-{uuid.uuid1()}"
+    return new_instance_ids(run_spec_id, 1)[0]
+
+
+_NODE = uuid.getnode()
+_CLOCK_SEQ = random.getrandbits(14) | 0x8000  # with the RFC 4122 variant bits
+_UUID_EPOCH = 0x01B21DD213814000  # 1582-10-15 in 100 ns intervals before the Unix epoch
+_last_timestamp = 0
+
+
+def new_instance_ids(run_spec_id: str, count: int) -> list[str]:
+    """`count` instance ids with time-based (version 1) UUIDs, made in one go.
+
+    `uuid.uuid1()` costs microseconds per call (a lock and a clock read each);
+    a burst of 100,000 instances takes consecutive 100 ns timestamps from one
+    clock read instead.  Ids stay unique within the process (timestamps never
+    repeat) and across processes (random clock sequence, node id).
+    """
+    global _last_timestamp
+    now = time.time_ns() // 100 + _UUID_EPOCH
+    start = max(now, _last_timestamp + 1)
+    _last_timestamp = start + count - 1
+    prefix = f"{pathid.safe(run_spec_id)}.instance-"
+    tail = f"-{_CLOCK_SEQ:04x}-{_NODE:012x}"
+    out: list[str] = []
+    t = start
+    end = start + count
+    while t < end:
+        # Only the low 32 bits change within a run of 2**32 timestamps.
+        high = t >> 32
+        middle = f"-{high & 0xFFFF:04x}-{((high >> 16) & 0x0FFF) | 0x1000:04x}{tail}"
+        stop = min(end, (high + 1) << 32)
+        out.extend([f"{prefix}{low:08x}{middle}" for low in range(t & 0xFFFFFFFF, (t & 0xFFFFFFFF) + (stop - t))])
+        t = stop
+    return out
 
 
 def task_id_for(instance_id: str, incarnation: int) -> str:

@@ -33,7 +33,7 @@ from ..models.events import (
     DeploymentSuccess,
 )
 from ..models.group import Group
-from ..models.instance import Condition, Goal, Instance
+from ..models.instance import ACTIVE, Condition, Goal, Instance
 from ..storage.repository import StateRepository
 from .events import EventBus
 from .health import HealthService
@@ -64,6 +64,7 @@ class RunningDeployment:
     # Progress: the last moment (trio time) an action got closer to its goal.
     last_progress: float = 0.0
     stalled: bool = False
+    best_running: dict[str, int] = field(default_factory=dict)
 
     def progressed(self) -> None:
         self.last_progress = trio.current_time()
@@ -251,11 +252,38 @@ class DeploymentManager:
 
     # -- actions ----------------------------------------------------------------
 
+    def _converged_by_counts(self, app: AppDefinition, scale_to: int) -> bool | None:
+        """For an app without checks, whether a scale is done, from the
+        tracker's counters (no scan of the instances); None if checks exist."""
+        if app.health_checks or app.readiness_checks:
+            return None
+        counts = self._tracker.counts(app.id)
+        running = goal_running = leaving = 0
+        for (goal, condition), n in counts.items():
+            if goal == Goal.RUNNING:
+                if condition == Condition.UNREACHABLE_INACTIVE:
+                    continue
+                goal_running += n
+                if condition == Condition.RUNNING:
+                    running += n
+            elif condition in ACTIVE:
+                leaving += n
+        return goal_running == scale_to and running == scale_to and leaving == 0
+
     async def _scale(self, run: RunningDeployment, app: AppDefinition, scale_to: int, to_kill: Sequence[str]) -> None:
         sentenced = list(to_kill)
         best = -1
         while True:
             changed = self._tracker.changed(app.id)
+            converged = self._converged_by_counts(app, scale_to)
+            if converged is True and not sentenced:
+                return
+            if converged is False and not sentenced and self._scale_pending(app, scale_to):
+                # Nothing to decide, only to wait for: no need to look at each instance.
+                if self._progress_by_counts(app, run):
+                    run.progressed()
+                await self._wait_change(app.id, changed)
+                continue
             instances = self._tracker.of_app(app.id)
             victims, to_start = planning.scaling_proposition(
                 instances, scale_to, sentenced=sentenced, kill_selection=app.kill_selection
@@ -279,6 +307,23 @@ class DeploymentManager:
             if not leaving and len(wanted) == scale_to and ready == scale_to:
                 return
             await self._wait_change(app.id, changed)
+
+    def _scale_pending(self, app: AppDefinition, scale_to: int) -> bool:
+        """The right number of instances exists (goal Running) and nothing is
+        leaving: only their tasks' progress is awaited."""
+        counts = self._tracker.counts(app.id)
+        goal_running = sum(
+            n for (goal, condition), n in counts.items()
+            if goal == Goal.RUNNING and condition != Condition.UNREACHABLE_INACTIVE
+        )
+        return goal_running == scale_to
+
+    def _progress_by_counts(self, app: AppDefinition, run: RunningDeployment) -> bool:
+        running = self._tracker.counts(app.id).get((Goal.RUNNING, Condition.RUNNING), 0)
+        if running > run.best_running.get(app.id, -1):
+            run.best_running[app.id] = running
+            return True
+        return False
 
     async def _stop(self, run: RunningDeployment, app_id: str) -> None:
         while True:

@@ -38,6 +38,9 @@ class Subscription:
     _send: trio.MemorySendChannel[tuple[str, bytes]]
     types: frozenset[str] | None
     remote_address: str = ""
+    # Per-subscriber view of an event: the event itself, a trimmed copy (e.g.
+    # a plan without the apps the caller may not view), or None to skip it.
+    view: Callable[[Event], Event | None] | None = None
     dropped: bool = False
     stalled: bool = False  # made no progress while the publisher waited: not waited for again
     closed: trio.Event = field(default_factory=trio.Event)
@@ -80,8 +83,15 @@ class EventBus:
         for sub in list(self._subscribers):
             if sub.types is not None and event_type not in sub.types:
                 continue
+            payload = data
+            if sub.view is not None:
+                seen = sub.view(event)
+                if seen is None:
+                    continue
+                if seen is not event:
+                    payload = self._encoder.encode(seen)
             try:
-                sub._send.send_nowait((event_type, data))
+                sub._send.send_nowait((event_type, payload))
             except trio.WouldBlock:
                 log.warning(
                     "event stream consumer too slow, disconnecting remote=%s buffered=%d",
@@ -129,13 +139,20 @@ class EventBus:
                 if sub._send.statistics().current_buffer_used >= before:
                     sub.stalled = True
 
-    def subscribe(self, *, types: Iterable[str] | None = None, remote_address: str = "") -> Subscription:
+    def subscribe(
+        self,
+        *,
+        types: Iterable[str] | None = None,
+        remote_address: str = "",
+        view: Callable[[Event], Event | None] | None = None,
+    ) -> Subscription:
         send, recv = trio.open_memory_channel[tuple[str, bytes]](self._max)
         sub = Subscription(
             events=recv,
             _send=send,
             types=frozenset(types) if types else None,
             remote_address=remote_address,
+            view=view,
             _bus=self,
         )
         self._subscribers.append(sub)

@@ -20,7 +20,7 @@ import trio
 from msgspec import structs
 
 from .. import planning
-from ..errors import AppLocked, TooManyDeployments
+from ..errors import AppLocked, Forbidden, TooManyDeployments, ValidationFailed, Violation
 from ..models import pathid
 from ..models.app import AppDefinition
 from ..models.deployment import DeploymentPlan
@@ -34,6 +34,10 @@ from .events import EventBus
 log = logging.getLogger("marathon.groups")
 
 Change = Callable[[Group, str], Group]
+# Refuses a change by raising (authorization: Forbidden).
+Guard = Callable[[planning.RootChanges], None]
+# Extra rules (policy plugins): the violations of a change, empty if none.
+Policy = Callable[[planning.RootChanges], list[Violation]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +58,9 @@ class GroupManager:
         *,
         time_ms: Callable[[], int],
         config: GroupsConfig = GroupsConfig(),
+        policy: Policy | None = None,
     ) -> None:
+        self._policy = policy
         self._repo = repo
         self._deployments = deployments
         self._bus = bus
@@ -62,7 +68,18 @@ class GroupManager:
         self._config = config
         self._lock = trio.Lock()
         self._dirty = False
-        self.root: Group = empty_root()
+        self._root: Group = empty_root()
+        self._apps: dict[str, AppDefinition] = {}
+
+    @property
+    def root(self) -> Group:
+        return self._root
+
+    @root.setter
+    def root(self, root: Group) -> None:
+        # Every reader (each status update looks up its app) uses the index.
+        self._root = root
+        self._apps = root.app_map()
 
     async def load(self) -> None:
         """Load the current root (storing an empty one on first start)."""
@@ -102,7 +119,7 @@ class GroupManager:
     # -- reads ------------------------------------------------------------------
 
     def app(self, app_id: str) -> AppDefinition | None:
-        return self.root.app(app_id)
+        return self._apps.get(app_id)
 
     def new_group_enforces_role(self) -> bool:
         return self._config.new_group_enforce_role == "top"
@@ -140,6 +157,7 @@ class GroupManager:
         to_kill: Mapping[str, list[str]] | None = None,
         dry_run: bool = False,
         announce: Callable[[Group], None] | None = None,
+        guard: Guard | None = None,
     ) -> DeploymentPlan:
         """Apply `change(root, version)` and deploy the result.
 
@@ -147,15 +165,16 @@ class GroupManager:
         deploying anything (`PUT /v2/groups?dryRun=true`).  `announce(new_root)`
         runs once the change is stored, before `group_change_success` is
         published (the API's `api_post_event` comes first, as in Marathon).
+        `guard(changes)` may refuse the change by raising (authorization).
         """
         async with self._lock:
             version = self._next_version()
             if dry_run:
-                return self._prepare(change, version, restart, to_kill)[1]
+                return self._prepare(change, version, restart, to_kill, guard)[1]
             try:
-                return await self._update_locked(change, version, force, restart, to_kill, announce)
-            except AppLocked:
-                raise
+                return await self._update_locked(change, version, force, restart, to_kill, announce, guard)
+            except (AppLocked, Forbidden):
+                raise  # not a failed change: Marathon publishes nothing for these
             except Exception as exc:
                 self._bus.publish(
                     GroupChangeFailed(timestamp=self._bus.now(), group_id="/", version=version, reason=str(exc))
@@ -168,8 +187,10 @@ class GroupManager:
         version: str,
         restart: Sequence[str],
         to_kill: Mapping[str, list[str]] | None,
+        guard: Guard | None = None,
     ) -> tuple[Group, DeploymentPlan]:
-        """The target root and its plan (pure: nothing is stored)."""
+        """The target root and its plan (nothing is stored); authorization
+        (`guard`) and policy plugins are applied to what the change does."""
         original = self.root
         target = change(original, version)
         target = planning.assign_service_ports(
@@ -178,6 +199,14 @@ class GroupManager:
         target = planning.stamp_versions(original, target, version, restart=restart)
         target = _with_root_version(target, version)
         planning.validate_root(target)
+        if guard is not None or self._policy is not None:
+            changes = planning.root_changes(original, target)
+            if guard is not None:
+                guard(changes)
+            if self._policy is not None:
+                violations = self._policy(changes)
+                if violations:
+                    raise ValidationFailed(violations)
         plan = planning.compute_plan(
             original,
             target,
@@ -213,12 +242,13 @@ class GroupManager:
         restart: Sequence[str],
         to_kill: Mapping[str, list[str]] | None,
         announce: Callable[[Group], None] | None = None,
+        guard: Guard | None = None,
     ) -> DeploymentPlan:
         limit = self._config.max_running_deployments
         if len(self._deployments.running()) >= limit:
             raise TooManyDeployments(limit)
         original = self.root
-        target, plan = self._prepare(change, version, restart, to_kill)
+        target, plan = self._prepare(change, version, restart, to_kill, guard)
         conflicts = self._deployments.conflicts(plan.affected_apps)
         if conflicts and not force:
             raise AppLocked(conflicts)

@@ -134,6 +134,8 @@ class HealthService:
         wanted: dict[tuple[str, str, int], AppDefinition] = {}
         live_tasks: set[str] = set()
         for app in self._root().transitive_apps():
+            if not app.health_checks and not any(k[0] == app.id for k in self._actors):
+                continue  # nothing to check (and no actor of an older version to stop)
             instances = self._tracker.of_app(app.id)
             live_tasks.update(i.task.task_id for i in instances if i.task is not None)
             versions = {app.version} | {i.run_spec_version for i in instances if i.condition == Condition.RUNNING}

@@ -8,8 +8,9 @@ applies the batch in memory, publishes events, asks the agents to kill what
 must die and notifies listeners.  A batch that fails to persist changes
 nothing and its callers get the error.
 
-Readers (API, deployments, scheduler) use the in-memory views; they never
-see an instance state that is not durable.
+Readers (API, deployments, scheduler) use the in-memory views; what they see
+is durable, except a task's launch progress (Staging, Starting), which the
+agents report again after a crash.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from ..storage.repository import StateRepository, TaskFailure
 from .events import EventBus
 
 log = logging.getLogger("marathon.instances")
+
+_UNREACHABLE = frozenset({"Unreachable", "UnreachableInactive"})
 
 
 def _op_instance_id(op: Operation) -> str:
@@ -84,6 +87,10 @@ class InstanceTracker:
         self._instances: dict[str, Instance] = {}
         self._by_app: dict[str, dict[str, Instance]] = {}
         self._scheduled: dict[str, dict[str, Instance]] = {}
+        # Per app: how many instances have each (goal, condition); kept up to
+        # date on every change so "how many are running?" never scans.
+        self._counts: dict[str, dict[tuple[str, str], int]] = {}
+        self._unreachable: dict[str, Instance] = {}
         self._task_failures: dict[str, TaskFailure] = {}
         self._kills_sent: dict[str, int] = {}  # task id -> ms of the last kill request
         self._app_events: dict[str, trio.Event] = {}
@@ -154,6 +161,14 @@ class InstanceTracker:
     def app_ids(self) -> list[str]:
         return list(self._by_app)
 
+    def counts(self, app_id: str) -> dict[tuple[str, str], int]:
+        """(goal, condition) -> number of the app's instances (maintained, not scanned)."""
+        return dict(self._counts.get(app_id, {}))
+
+    def unreachable(self) -> list[Instance]:
+        """Instances that are Unreachable or UnreachableInactive."""
+        return list(self._unreachable.values())
+
     def scheduled(self) -> dict[str, list[Instance]]:
         """Instances waiting for placement, by app."""
         return {app: list(insts.values()) for app, insts in self._scheduled.items() if insts}
@@ -189,8 +204,26 @@ class InstanceTracker:
 
     # -- internals ------------------------------------------------------------
 
+    def _count(self, inst: Instance, delta: int) -> None:
+        counts = self._counts.setdefault(inst.run_spec_id, {})
+        key = (inst.state.goal, inst.state.condition)
+        n = counts.get(key, 0) + delta
+        if n:
+            counts[key] = n
+        else:
+            counts.pop(key, None)
+            if not counts:
+                del self._counts[inst.run_spec_id]
+
     def _index(self, inst: Instance) -> None:
         old = self._instances.get(inst.instance_id)
+        if old is not None:
+            self._count(old, -1)
+        self._count(inst, 1)
+        if inst.state.condition in _UNREACHABLE:
+            self._unreachable[inst.instance_id] = inst
+        elif old is not None and old.state.condition in _UNREACHABLE:
+            self._unreachable.pop(inst.instance_id, None)
         self._instances[inst.instance_id] = inst
         self._by_app.setdefault(inst.run_spec_id, {})[inst.instance_id] = inst
         sched = self._scheduled.setdefault(inst.run_spec_id, {})
@@ -203,6 +236,8 @@ class InstanceTracker:
         inst = self._instances.pop(instance_id, None)
         if inst is None:
             return
+        self._count(inst, -1)
+        self._unreachable.pop(instance_id, None)
         app = self._by_app.get(inst.run_spec_id)
         if app is not None:
             app.pop(instance_id, None)
@@ -234,6 +269,7 @@ class InstanceTracker:
         ops = [
             self._repo.instance_put(inst) if inst is not None else self._repo.instance_delete(iid)
             for iid, inst in overlay.items()
+            if not _launch_progress_only(self._instances.get(iid), inst)
         ]
         ops.extend(self._repo.task_failure_put(f) for f in failures.values())
         try:
@@ -365,6 +401,28 @@ class InstanceTracker:
             if stale:
                 log.info("retrying unconfirmed kills count=%d", len(stale))
                 self._send_kills(stale)
+
+
+_LAUNCHING = frozenset({"Provisioned", "Staging", "Starting"})
+
+
+def _launch_progress_only(before: Instance | None, after: Instance | None) -> bool:
+    """A task moving along its launch (Provisioned -> Staging -> Starting) with
+    nothing else changed is not written on its own: the next durable change
+    (Running, a failure, a goal change) writes it, and after a crash
+    reconciliation learns the task's real state from its agent.  Provisioned
+    itself is always written: it is what must be durable before a launch."""
+    return (
+        before is not None
+        and after is not None
+        and before.state.condition in _LAUNCHING
+        and after.state.condition in _LAUNCHING
+        and after.state.condition != "Provisioned"
+        and before.state.goal == after.state.goal
+        and before.task is not None
+        and after.task is not None
+        and before.task.task_id == after.task.task_id
+    )
 
 
 def _app_of(instance_id: str) -> str:

@@ -25,7 +25,7 @@ from ..models.instance import (
     Goal,
     Instance,
     InstanceState,
-    new_instance_id,
+    new_instance_ids,
 )
 from .instances import InstanceTracker
 
@@ -64,13 +64,13 @@ class LaunchQueue:
         now = self._time_ms()
         instances = [
             Instance(
-                instance_id=new_instance_id(app.id),
+                instance_id=instance_id,
                 run_spec_id=app.id,
                 run_spec_version=app.version,  # type: ignore[arg-type]
                 state=InstanceState(condition=Condition.SCHEDULED, since=now, goal=Goal.RUNNING),
                 role=app.role if app.role is not UNSET else "*",  # type: ignore[arg-type]
             )
-            for _ in range(count)
+            for instance_id in new_instance_ids(app.id, count)
         ]
         await self._tracker.process([Schedule(i) for i in instances])
         return instances

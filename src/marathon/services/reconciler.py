@@ -151,10 +151,9 @@ class Reconciler:
         root = self._root()
         now = self._time_ms()
         timeouts, expunges = [], []
-        for inst in self._tracker.all():
+        unreachable = self._tracker.unreachable()
+        for inst in unreachable:
             cond = inst.condition
-            if cond not in (Condition.UNREACHABLE, Condition.UNREACHABLE_INACTIVE):
-                continue
             app = root.app(inst.run_spec_id)
             strategy = app.unreachable_strategy if app is not None else UNSET
             if not isinstance(strategy, UnreachableEnabled):
@@ -164,7 +163,7 @@ class Reconciler:
                 timeouts.append(UnreachableTimeout(instance_id=inst.instance_id, now=now))
             elif cond == Condition.UNREACHABLE_INACTIVE and now - since >= strategy.expunge_after_seconds * 1000:
                 expunges.append(ForceExpunge(inst.instance_id))
-        live = {i.instance_id for i in self._tracker.all() if i.condition in (Condition.UNREACHABLE, Condition.UNREACHABLE_INACTIVE)}
+        live = {i.instance_id for i in unreachable}
         for iid in [i for i in self._unreachable_since if i not in live]:
             del self._unreachable_since[iid]
         if timeouts or expunges:

@@ -50,7 +50,9 @@ class Scheduler:
         match_config: matching.MatchConfig,
         batch_size: int = 20000,
         env_vars_prefix: str | None = None,
+        adjust: Callable[[AppDefinition, TaskLaunch], TaskLaunch] | None = None,
     ) -> None:
+        self._adjust = adjust
         self._tracker = tracker
         self._queue = launch_queue
         self._driver = driver
@@ -63,8 +65,12 @@ class Scheduler:
         self._env_prefix = env_vars_prefix
         self._wake = trio.Event()
         self._unplaced = False
+        self._more = False
         self.passes = 0
         self.launched = 0
+        # Agents that were considered for an instance and could not take it
+        # (Marathon's declined offers), summed over passes.
+        self.offers_declined = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -79,6 +85,8 @@ class Scheduler:
                 timeout = max(0.0, (deadline - now) / 1000.0)
             if self._unplaced:
                 timeout = min(timeout, RETRY_UNPLACED_SECONDS)
+            if self._more:
+                timeout = 0  # the last pass stopped at the batch budget: go on at once
             with trio.move_on_after(timeout):
                 await self._wake.wait()
             self._wake = trio.Event()
@@ -93,8 +101,10 @@ class Scheduler:
         definition_of: dict[str, AppDefinition] = {}  # instance id -> the definition it runs
         orphans = []
         budget = self._batch_size
+        self._more = False
         for app_id, instances in self._tracker.scheduled().items():
             if budget <= 0:
+                self._more = True
                 break
             app = root.app(app_id)
             if app is None:
@@ -103,6 +113,8 @@ class Scheduler:
             if not self._queue.launch_allowed(app, now):
                 continue
             existing = self._tracker.of_app(app_id)
+            if len(instances) > budget:
+                self._more = True
             for definition, group in await self._by_definition(app, instances[:budget]):
                 ids = [i.instance_id for i in group]
                 budget -= len(ids)
@@ -129,6 +141,7 @@ class Scheduler:
             result = matching.match(requests, offers, self._config)
         for app_id, summary in result.rejects.items():
             self._queue.rejects[app_id] = (now, summary)
+            self.offers_declined += summary.processed
         self._unplaced = bool(result.unplaced)
         if not result.placements:
             return 0
@@ -149,14 +162,13 @@ class Scheduler:
         for eff in effects:
             if isinstance(eff, Updated):
                 app = definition_of[eff.instance.instance_id]
-                launches.append(
-                    build_launch(
-                        app,
-                        eff.instance,
-                        env_vars_prefix=self._env_prefix,
-                        enforce_role=_enforces_role(root, app),
-                    )
+                launch = build_launch(
+                    app,
+                    eff.instance,
+                    env_vars_prefix=self._env_prefix,
+                    enforce_role=_enforces_role(root, app),
                 )
+                launches.append(self._adjust(app, launch) if self._adjust is not None else launch)
         self._driver.launch(launches)
         self.launched += len(launches)
         log.debug("scheduling pass placed=%d unplaced_apps=%d", len(launches), len(result.unplaced))

@@ -84,3 +84,30 @@ async def test_kills_are_rate_limited_per_interval(autojump_clock):
         await trio.sleep(25)  # two check intervals after the failures start counting
         assert 1 <= len(kills(seen)) <= 3
         assert any(e.reason in ("rate limit", "minimumHealthCapacity") for e in suppressed(seen))
+
+
+class AlwaysOk:
+    """Plugin adding a protocol of its own."""
+
+    @hookimpl
+    def marathon_health_checkers(self):
+        return {"ALWAYS_OK": self}
+
+    async def check(self, target, check):
+        return CheckResult(True)
+
+
+async def test_a_plugin_adds_a_protocol_and_unknown_protocols_are_refused(autojump_clock):
+    async with InProcess.start(sim=SimConfig(agents=2), plugins=[("always-ok", AlwaysOk())]) as m:
+        app = dict(APP, instances=2, healthChecks=[{"protocol": "ALWAYS_OK", "intervalSeconds": 1}])
+        assert (await m.client.post("/v2/apps", json=app)).status_code == 201
+        with trio.fail_after(60):
+            await m.wait_until(lambda: (m.services.health.health_of(m.services.groups.app("/web"), i) for i in m.running("/web")))
+            await m.settle()
+        body = (await m.client.get("/v2/apps/web")).json()["app"]
+        assert body["tasksHealthy"] == 2
+        bad = dict(APP, id="/bad", healthChecks=[{"protocol": "GOPHER"}])
+        r = await m.client.post("/v2/apps", json=bad)
+        assert r.status_code == 422
+        (detail,) = r.json()["details"]
+        assert detail["path"] == "/healthChecks(0)/protocol" and "unknown health check protocol GOPHER" in detail["errors"][0]
