@@ -76,6 +76,7 @@ class Config:
     http_address: str = field(default="127.0.0.1", metadata={"help": "Address the HTTP API binds to."})
     http_port: int = field(default=8080, metadata={"help": "Port of the HTTP API."})
     http_max_concurrent_requests: int | None = field(default=None, metadata={"help": "Requests beyond this many at once get 503."})
+    http_server: str = field(default="builtin", metadata={"help": "builtin (trio + h11, the fast default) | hypercorn: which HTTP server runs the API."})
     access_control_allow_origin: str | None = field(default=None, metadata={"help": "Comma-separated CORS origins."})
 
     # -- embedded agent and placement (ours) ----------------------------------
@@ -140,6 +141,8 @@ class Config:
             raise ConfigError("--accepted_resource_roles_default_behavior must be any, unreserved or reserved")
         if self.placement_strategy not in ("binpack", "spread", "firstfit"):
             raise ConfigError("--placement_strategy must be binpack, spread or firstfit")
+        if self.http_server not in ("builtin", "hypercorn"):
+            raise ConfigError("--http_server must be builtin or hypercorn")
         if self.store not in ("sqlite", "memory"):
             raise ConfigError("--store must be sqlite or memory")
         if not 0 < self.local_port_min <= self.local_port_max <= 65535:

@@ -22,7 +22,7 @@ import msgspec
 import trio
 from msgspec import UNSET
 
-from . import matching
+from . import httpserver, matching
 from .api import build_app
 from .api._auth import Auth
 from .api._context import ApiContext
@@ -387,21 +387,24 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
 
 async def serve(config: Config, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
     """Run Marathon until cancelled."""
-    from hypercorn.config import Config as HypercornConfig
-    from hypercorn.trio import serve as hypercorn_serve
-
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
         services = await start_services(config, nursery)
         app = build_app(services.api_context)
-        hc = HypercornConfig()
-        hc.bind = [f"{config.http_address}:{config.http_port}"]
-        hc.accesslog = None
-        hc.errorlog = logging.getLogger("hypercorn.error")
-        hc.graceful_timeout = 2.0
-        await nursery.start(hypercorn_serve, app, hc)
+        if config.http_server == "hypercorn":
+            from hypercorn.config import Config as HypercornConfig
+            from hypercorn.trio import serve as hypercorn_serve
+
+            hc = HypercornConfig()
+            hc.bind = [f"{config.http_address}:{config.http_port}"]
+            hc.accesslog = None
+            hc.errorlog = logging.getLogger("hypercorn.error")
+            hc.graceful_timeout = 2.0
+            await nursery.start(hypercorn_serve, app, hc)
+        else:
+            await nursery.start(httpserver.serve, app, config.http_address, config.http_port)
         log.info(
-            "marathon serving address=http://%s:%d data_dir=%s placement=%s",
-            config.http_address, config.http_port, config.data_dir, matching.BACKEND,
+            "marathon serving address=http://%s:%d data_dir=%s placement=%s http=%s",
+            config.http_address, config.http_port, config.data_dir, matching.BACKEND, config.http_server,
         )
         task_status.started(services)
