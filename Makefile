@@ -41,7 +41,7 @@ test: $(STAMP) system-deps
 test-slow: $(STAMP) system-deps
 	$(PY) -m pytest -m slow $(ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) system-deps
 	CFLAGS="-O2 -g0" $(PIP) install -q --no-build-isolation -e ".[test]"
 	$(PY) -m pytest benchmarks $(ARGS)
 

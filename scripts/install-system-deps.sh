@@ -11,6 +11,7 @@ NEEDS="
 /usr/bin/carbon-cache graphite-carbon
 /usr/lib/python3/dist-packages/whisper.py python3-whisper
 /usr/sbin/haproxy haproxy
+/usr/bin/wrk wrk
 "
 
 missing=""

@@ -200,6 +200,7 @@ def _status(current: Instance | None, op: StatusUpdate) -> Effect:
         started_at=started_at,
         message=status.message,
         healthy=status.healthy if status.healthy is not None else task.healthy,
+        ip_addresses=list(status.ip_addresses) if status.ip_addresses else task.ip_addresses,
     )
     if new_task == task:
         return Noop(current.instance_id)

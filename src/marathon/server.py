@@ -43,7 +43,7 @@ from .services.deployments import DeploymentManager
 from .services.events import EventBus
 from .services.groups import GroupManager, GroupsConfig
 from .services.health import AGENT_PROTOCOLS, HealthService
-from .services.instances import InstanceTracker
+from .services.instances import YIELD_EVERY, InstanceTracker
 from .services.launch_queue import LaunchQueue
 from .services.metrics import MetricsRegistry, MetricsService, collect_sinks
 from .services.metrics import install as install_metrics
@@ -130,19 +130,26 @@ async def _pump_status_updates(
                 break
         now = time_ms()
         ops = []
-        for status in batch:
+        inactive_after_of: dict[str, int | None] = {}
+        for n, status in enumerate(batch):
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                await trio.lowlevel.checkpoint()
             try:
                 parsed = parse_task_id(status.task_id)
             except ValueError:
                 log.warning("status for unparsable task id ignored task_id=%s", status.task_id)
                 continue
-            app = groups.app(parsed.run_spec_id)
-            inactive_after: int | None = 0
-            if app is not None and app.unreachable_strategy is not UNSET:
-                strategy = app.unreachable_strategy
-                inactive_after = (
-                    strategy.inactive_after_seconds * 1000 if isinstance(strategy, UnreachableEnabled) else None
-                )
+            if parsed.run_spec_id in inactive_after_of:
+                inactive_after = inactive_after_of[parsed.run_spec_id]
+            else:
+                app = groups.app(parsed.run_spec_id)
+                inactive_after = 0
+                if app is not None and app.unreachable_strategy is not UNSET:
+                    strategy = app.unreachable_strategy
+                    inactive_after = (
+                        strategy.inactive_after_seconds * 1000 if isinstance(strategy, UnreachableEnabled) else None
+                    )
+                inactive_after_of[parsed.run_spec_id] = inactive_after
             ops.append(
                 StatusUpdate(
                     instance_id=parsed.instance_id,

@@ -65,6 +65,7 @@ def test_post_scale_delete_runs_real_http_servers(marathon):
     tasks = wait_running(marathon, "/web", 2)
     for t in tasks:
         assert t["host"] == "127.0.0.1" and len(t["ports"]) == 1
+        assert t["ipAddresses"] == [{"ipAddress": "127.0.0.1", "protocol": "IPv4"}]
         wait_for(lambda p=t["ports"][0]: serves_http(p), timeout=30, message="task to serve HTTP")
     first_ids = {t["id"] for t in tasks}
 

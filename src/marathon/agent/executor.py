@@ -193,8 +193,10 @@ class Executor:
         sandbox_max_count: int = 1000,
         spawn_concurrency: int = 8,
         health_check_concurrency: int = 256,
+        ip_addresses: Sequence[str] = (),
     ) -> None:
         self.work_dir = work_dir
+        self._ips = list(ip_addresses)
         self.sandboxes = work_dir / "sandboxes"
         self.checkpoint = Checkpoint(work_dir / "checkpoint")
         self.agent_id = agent_id
@@ -316,6 +318,7 @@ class Executor:
         return TaskStatus(
             task_id=t.launch.task_id, state=t.state, agent_id=self.agent_id, message=t.message,
             reason=t.reason, timestamp=t.state_ts, exit_code=t.exit_code, healthy=t.healthy,
+            ip_addresses=self._ips if t.state == "TASK_RUNNING" else [],
         )
 
     def _unknown(self, tid: str) -> TaskStatus:

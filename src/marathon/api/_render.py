@@ -8,7 +8,7 @@ every request.
 
 from __future__ import annotations
 
-import socket
+import ipaddress
 from collections.abc import Callable, Iterable
 from functools import lru_cache
 from typing import Any
@@ -64,11 +64,13 @@ def splice(base: bytes, extra: dict[str, Any]) -> bytes:
     return base[:-1] + b"," + tail[1:]
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)
 def _ip_of(hostname: str) -> str | None:
+    """`hostname` when it is an address literal.  Never a DNS lookup: that
+    would block the event loop for every unknown name."""
     try:
-        return socket.getaddrinfo(hostname, None, socket.AF_INET)[0][4][0]  # type: ignore[return-value]
-    except (OSError, IndexError):
+        return str(ipaddress.ip_address(hostname))
+    except ValueError:
         return None
 
 

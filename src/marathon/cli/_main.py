@@ -18,6 +18,7 @@ _LEVELS = {
     "error": logging.ERROR,
     "warn": logging.WARNING,
     "info": logging.INFO,
+    "warning": logging.WARNING,
     "debug": logging.DEBUG,
     "trace": logging.DEBUG,
     "all": logging.DEBUG,

@@ -18,6 +18,8 @@ restarted `marathon serve` re-adopt the tasks that outlived it.
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +34,8 @@ from ..models.agent import AgentInfo, Attribute, Offer, PortRange, ports_in
 from ..models.instance import TaskStatus
 from ..models.launch import TaskLaunch
 from ..models.resources import Resources
+
+log = logging.getLogger("marathon.agent")
 
 # The Mesos agent's default port resource.
 DEFAULT_PORT_RANGES = (PortRange(31000, 32000),)
@@ -106,6 +110,7 @@ class LocalDriver:
             kill_tasks_on_exit=kill_tasks_on_exit, sandbox_max_age=sandbox_max_age,
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
             health_check_concurrency=health_check_concurrency,
+            ip_addresses=_addresses_of(self.hostname),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -141,3 +146,17 @@ class LocalDriver:
 
     def reconcile(self, task_ids: Sequence[str] | None) -> None:
         self.executor.reconcile(task_ids)
+
+
+def _addresses_of(hostname: str) -> list[str]:
+    """The IPv4 address tasks report (host networking: the agent's), resolved
+    once when the agent starts, never on a request path."""
+    try:
+        return [str(ipaddress.ip_address(hostname))]
+    except ValueError:
+        pass
+    try:
+        return [socket.gethostbyname(hostname)]
+    except OSError:
+        log.warning("cannot resolve the agent hostname=%s; tasks report no ipAddresses", hostname)
+        return []

@@ -15,6 +15,7 @@ launches costs a few timers, not 100,000.
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,10 @@ class SimConfig:
     hostname: str = "sim-{i}.local"
 
 
+# Status updates of a burst are emitted this many at a time.
+SLICE = 1000
+
+
 @dataclass(slots=True)
 class _SimTask:
     launch: TaskLaunch
@@ -60,6 +65,7 @@ class _SimAgent:
     free: Resources
     used_ports: set[int] = field(default_factory=set)
     offer: Offer | None = None  # cached until something changes
+    ips: list[str] = field(default_factory=list)  # what its tasks report as ipAddresses
 
 
 def parse_sim_master(master: str) -> SimConfig:
@@ -101,7 +107,7 @@ class SimDriver:
                 total=total,
                 port_ranges=[PortRange(*config.port_range)],
             )
-            self._agents.append(_SimAgent(info=info, free=total))
+            self._agents.append(_SimAgent(info=info, free=total, ips=[_sim_address(info.hostname, i)]))
             self._index[info.id] = i
         self._tasks: dict[str, _SimTask] = {}
         send, self.updates = trio.open_memory_channel[TaskStatus](1_000_000)
@@ -175,8 +181,11 @@ class SimDriver:
         self._later(self.config.kill_delay, self._finish, known, "TASK_KILLED", "Killed")
 
     def reconcile(self, task_ids: Sequence[str] | None) -> None:
+        ids = list(self._tasks) if task_ids is None else list(task_ids)
+        self._later(0, self._reconcile_now, ids)
+
+    def _reconcile_now(self, ids: list[str]) -> None:
         now = self._time_ms()
-        ids = list(self._tasks) if task_ids is None else task_ids
         for tid in ids:
             task = self._tasks.get(tid)
             if task is not None and task.agent in self._partitioned:
@@ -225,14 +234,20 @@ class SimDriver:
     def live_task_ids(self) -> list[str]:
         return list(self._tasks)
 
-    def _later(self, delay: float, fn: Callable, *args: object) -> None:
-        if delay <= 0 or self._nursery is None:
-            fn(*args)
+    def _later(self, delay: float, fn: Callable, task_ids: list[str], *args: object) -> None:
+        """`fn(task_ids, *args)` after `delay`; a big batch in slices, so the
+        simulated agents do not hold the event loop for a whole burst."""
+        if self._nursery is None or (delay <= 0 and len(task_ids) <= SLICE):
+            fn(task_ids, *args)
             return
 
         async def after() -> None:
-            await trio.sleep(delay)
-            fn(*args)
+            if delay > 0:
+                await trio.sleep(delay)
+            for i in range(0, len(task_ids), SLICE):
+                if i:
+                    await trio.lowlevel.checkpoint()
+                fn(task_ids[i:i + SLICE], *args)
 
         self._nursery.start_soon(after)
 
@@ -247,7 +262,8 @@ class SimDriver:
                 failed.append(tid)
                 continue
             task.state = "TASK_RUNNING"
-            self._emit(TaskStatus(task_id=tid, state="TASK_RUNNING", agent_id=task.launch.agent_id, timestamp=now))
+            self._emit(TaskStatus(task_id=tid, state="TASK_RUNNING", agent_id=task.launch.agent_id, timestamp=now,
+                                  ip_addresses=self._agents[task.agent].ips))
         if failed:
             self._finish(failed, "TASK_FAILED", "Command exited with status 1")
 
@@ -287,3 +303,13 @@ def _free_ranges(ranges: list[PortRange], used: set[int]) -> list[PortRange]:
         if start <= r.end:
             out.append(PortRange(start, r.end))
     return out
+
+
+def _sim_address(hostname: str, i: int) -> str:
+    """A simulated agent's address: its hostname when that is an address
+    (e.g. 127.0.0.1, so health checks reach real servers), else 10.x.y.z
+    from its number.  Nothing is resolved."""
+    try:
+        return str(ipaddress.ip_address(hostname))
+    except ValueError:
+        return f"10.{(i >> 16) & 255}.{(i >> 8) & 255}.{i & 255}"

@@ -9,6 +9,7 @@ instance tracker, the single writer of instance state.
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 import time
@@ -125,6 +126,9 @@ class TaskStatus(Struct, frozen=True, kw_only=True):
     timestamp: int = 0  # ms since the epoch
     healthy: bool | None = None
     exit_code: int | None = None
+    # The task's addresses as the agent reports them (Mesos' NetworkInfo):
+    # with host networking, the agent's own address.
+    ip_addresses: list[str] = []
 
 
 class Task(Struct, frozen=True, kw_only=True):
@@ -240,13 +244,33 @@ class ParsedTaskId(Struct, frozen=True):
     incarnation: int | None
 
 
+_TASK_RE = re.compile(r"^(.+\.(?:instance-|marathon-)[^\.]+)(?:[._]([^\.]+))?(?:\.(\d+))?$")
+_LEGACY_TASK_RE = re.compile(
+    r"^(.+)[._]([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})(?:\.(\d+))?$"
+)
+# Every status of a burst names the same few apps.
+_path_of = functools.lru_cache(maxsize=4096)(pathid.from_safe)
+
+
 def parse_task_id(task_id: str) -> ParsedTaskId:
     """Parse any task id form Marathon produced; raises ValueError if none fits.
 
     Accepted: `<instanceId>.<container>.<n>`, `<instanceId>.<container>`,
     `<safeId>.<uuid>`, `<safeId>_<uuid>`, `<safeId>.<uuid>.<attempt>`.
     """
-    m = re.match(r"^(.+\.(?:instance-|marathon-)[^\.]+)(?:[._]([^\.]+))?(?:\.(\d+))?$", task_id)
+    # The form we write (`<safeId>.instance-<uuid>._app.<n>`), without a
+    # regular expression: every status update of a burst comes through here.
+    instance_id, dot, rest = task_id.partition("._app.")
+    if dot and rest.isdigit() and rest.isascii():
+        k = instance_id.rfind(".instance-")
+        if k > 0 and "." not in instance_id[k + 10:] and k + 10 < len(instance_id):
+            return ParsedTaskId(instance_id, _path_of(instance_id[:k]), "_app", int(rest))
+    return parse_task_id_any(task_id)
+
+
+def parse_task_id_any(task_id: str) -> ParsedTaskId:
+    """`parse_task_id` by regular expressions only (every form)."""
+    m = _TASK_RE.match(task_id)
     if m:
         instance_id = m.group(1)
         container = m.group(2)
@@ -254,8 +278,8 @@ def parse_task_id(task_id: str) -> ParsedTaskId:
         if container is not None and container.isdigit() and incarnation is None:
             container, incarnation = None, int(container)
         safe_id = _INSTANCE_RE.match(instance_id).group(1)  # type: ignore[union-attr]
-        return ParsedTaskId(instance_id, pathid.from_safe(safe_id), container, incarnation)
-    m = re.match(r"^(.+)[._]([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})(?:\.(\d+))?$", task_id)
+        return ParsedTaskId(instance_id, _path_of(safe_id), container, incarnation)
+    m = _LEGACY_TASK_RE.match(task_id)
     if m:
         safe_id, uid = m.group(1), m.group(2)
         return ParsedTaskId(

@@ -65,14 +65,18 @@ class RunningDeployment:
     last_progress: float = 0.0
     stalled: bool = False
     best_running: dict[str, int] = field(default_factory=dict)
+    # The plan never changes: its apps are computed once.  `GET /v2/apps`
+    # asks for every app whether a deployment touches it.
+    affected_apps: list[str] = field(init=False)
+    affected_set: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.affected_apps = self.plan.affected_apps
+        self.affected_set = frozenset(self.affected_apps)
 
     def progressed(self) -> None:
         self.last_progress = trio.current_time()
         self.stalled = False
-
-    @property
-    def affected_apps(self) -> list[str]:
-        return self.plan.affected_apps
 
 
 def plan_json(plan: DeploymentPlan) -> dict:
@@ -119,10 +123,10 @@ class DeploymentManager:
 
     def conflicts(self, app_ids: Sequence[str]) -> list[str]:
         wanted = set(app_ids)
-        return [d.plan.id for d in self._running.values() if wanted & set(d.affected_apps)]
+        return [d.plan.id for d in self._running.values() if not wanted.isdisjoint(d.affected_set)]
 
     def deployments_of(self, app_id: str) -> list[str]:
-        return [d.plan.id for d in self._running.values() if app_id in d.affected_apps]
+        return [d.plan.id for d in self._running.values() if app_id in d.affected_set]
 
     # -- control ----------------------------------------------------------------
 
@@ -162,7 +166,9 @@ class DeploymentManager:
         plan = run.plan
         pj = plan_json(plan)
         run.progressed()
-        log.info("deployment started id=%s apps=%s steps=%d", plan.id, ",".join(plan.affected_apps), len(plan.steps))
+        apps = plan.affected_apps
+        shown = ",".join(apps[:10]) + (f",... ({len(apps)} apps)" if len(apps) > 10 else "")
+        log.info("deployment started id=%s apps=%s steps=%d", plan.id, shown, len(plan.steps))
         try:
             with run.cancel_scope:
                 async with trio.open_nursery() as watchdog:

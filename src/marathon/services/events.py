@@ -20,6 +20,9 @@ import trio.lowlevel
 from ..models.events import Event
 from ..models.timestamp import format_ms
 
+# Without subscribers, still give the event loop a turn this often.
+YIELD_EVERY = 500
+
 log = logging.getLogger("marathon.events")
 
 # Events published between two scheduler checkpoints in a burst: a quarter of
@@ -109,12 +112,13 @@ class EventBus:
         the buffer of a consumer that keeps up, just because it never got a
         turn: yielding to the scheduler lets every stream drain as it goes.
         """
-        every = max(1, self._max // YIELD_FRACTION)
+        every = max(1, min(self._max // YIELD_FRACTION, YIELD_EVERY))
         for i, e in enumerate(events, 1):
             self.publish(e)
-            if i % every == 0 and self._subscribers:
+            if i % every == 0:
                 await trio.lowlevel.checkpoint()
-                await self._let_streams_drain()
+                if self._subscribers:
+                    await self._let_streams_drain()
 
     async def _let_streams_drain(self) -> None:
         """Backpressure for streams that keep up, never for one that does not.

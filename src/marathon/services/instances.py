@@ -252,8 +252,14 @@ class InstanceTracker:
     async def _apply_batch(self, batch: list[_Request]) -> None:
         overlay: dict[str, Instance | None] = {}
         failures: dict[str, TaskFailure] = {}
+        n = 0
         for req in batch:
             for op in req.ops:
+                n += 1
+                if n % YIELD_EVERY == 0:
+                    # Only this task writes instances: letting readers in
+                    # between keeps the API answering during a burst.
+                    await trio.lowlevel.checkpoint()
                 iid = _op_instance_id(op)
                 cur = overlay[iid] if iid in overlay else self._instances.get(iid)
                 eff = resolve(cur, op)
@@ -266,11 +272,12 @@ class InstanceTracker:
                     if failure is not None:
                         failures[failure.app_id] = failure
                 req.effects.append(eff)
-        ops = [
-            self._repo.instance_put(inst) if inst is not None else self._repo.instance_delete(iid)
-            for iid, inst in overlay.items()
-            if not _launch_progress_only(self._instances.get(iid), inst)
-        ]
+        ops = []
+        for n, (iid, inst) in enumerate(overlay.items(), 1):
+            if not _launch_progress_only(self._instances.get(iid), inst):
+                ops.append(self._repo.instance_put(inst) if inst is not None else self._repo.instance_delete(iid))
+            if n % YIELD_EVERY == 0:
+                await trio.lowlevel.checkpoint()
         ops.extend(self._repo.task_failure_put(f) for f in failures.values())
         try:
             await self._repo.commit(ops)
@@ -284,16 +291,18 @@ class InstanceTracker:
                 raise
             return
 
-        for iid, inst in overlay.items():
+        for n, (iid, inst) in enumerate(overlay.items(), 1):
             if inst is None:
                 self._unindex(iid)
             else:
                 self._index(inst)
+            if n % YIELD_EVERY == 0:
+                await trio.lowlevel.checkpoint()
         self._task_failures.update(failures)
         all_effects: list[Effect] = []
         for req in batch:
             all_effects.extend(req.effects)
-        events = self._after_apply(batch, all_effects)
+        events = await self._after_apply(batch, all_effects)
         for req in batch:
             req.done.set()
         await self._bus.publish_batch(events)
@@ -314,15 +323,20 @@ class InstanceTracker:
             slave_id=inst.agent_id,
         )
 
-    def _after_apply(self, batch: list[_Request], effects: list[Effect]) -> list[Event]:
+    async def _after_apply(self, batch: list[_Request], effects: list[Effect]) -> list[Event]:
         """Kills, listeners and change notifications; returns the events to publish."""
         now = self._time_ms()
         ts = format_ms(now)
         events: list[Event] = []
         to_kill: list[str] = []
         touched: set[str] = set()
+        transitions = _Transitions()
+        n = 0
         for req in batch:
             for op, eff in zip(req.ops, req.effects, strict=True):
+                n += 1
+                if n % YIELD_EVERY == 0:
+                    await trio.lowlevel.checkpoint()
                 if isinstance(eff, Updated | Expunged):
                     inst = eff.instance
                     prev = eff.previous if isinstance(eff, Updated) else None
@@ -345,7 +359,7 @@ class InstanceTracker:
                     if inst.task is not None and (inst.condition in TERMINAL or isinstance(eff, Expunged)):
                         self._kills_sent.pop(inst.task.task_id, None)
                     if isinstance(op, StatusUpdate | Provision):
-                        self._log_transition(inst, prev)
+                        transitions.add(inst, prev)
                 elif isinstance(eff, KillTask):
                     log.info("killing task not in sync task_id=%s reason=%s", eff.task_id, eff.reason)
                     to_kill.append(eff.task_id)
@@ -358,6 +372,7 @@ class InstanceTracker:
                             condition=eff.condition,
                         )
                     )
+        transitions.log()
         self._send_kills(to_kill)
         for app_id in touched:
             ev = self._app_events.pop(app_id, None)
@@ -369,16 +384,6 @@ class InstanceTracker:
             except Exception:
                 log.exception("instance listener failed")
         return events
-
-    def _log_transition(self, inst: Instance, prev: Instance | None) -> None:
-        cond = inst.condition
-        if prev is not None and prev.condition == cond:
-            return
-        task_id = inst.task.task_id if inst.task else ""
-        if cond == "Running":
-            log.info("task running app=%s task_id=%s host=%s ports=%s", inst.run_spec_id, task_id, inst.hostname, inst.task.host_ports if inst.task else [])
-        elif cond in TERMINAL:
-            log.info("task ended app=%s task_id=%s state=%s message=%r", inst.run_spec_id, task_id, inst.task.mesos_state if inst.task else "", inst.task.message if inst.task else "")
 
     def _send_kills(self, task_ids: Sequence[str]) -> None:
         if not task_ids:
@@ -401,6 +406,47 @@ class InstanceTracker:
             if stale:
                 log.info("retrying unconfirmed kills count=%d", len(stale))
                 self._send_kills(stale)
+
+
+# A batch with more task transitions than this logs one summary line at
+# info (the tasks themselves at debug): 100,000 lines for a burst cost more
+# CPU than placing it.
+LOG_EACH_TASK_UP_TO = 50
+# Loops over a whole batch give the event loop a turn this often, so API
+# requests wait for at most a few milliseconds of batch work.
+YIELD_EVERY = 500
+
+
+class _Transitions:
+    """Task state changes of one batch, logged per task or as a summary."""
+
+    def __init__(self) -> None:
+        self.changed: list[Instance] = []
+
+    def add(self, inst: Instance, prev: Instance | None) -> None:
+        cond = inst.condition
+        if (prev is None or prev.condition != cond) and (cond == "Running" or cond in TERMINAL):
+            self.changed.append(inst)
+
+    def log(self) -> None:
+        if not self.changed:
+            return
+        each = len(self.changed) <= LOG_EACH_TASK_UP_TO
+        if each or log.isEnabledFor(logging.DEBUG):
+            level = logging.INFO if each else logging.DEBUG
+            for inst in self.changed:
+                task = inst.task
+                task_id = task.task_id if task else ""
+                if inst.condition == "Running":
+                    log.log(level, "task running app=%s task_id=%s host=%s ports=%s", inst.run_spec_id, task_id,
+                            inst.hostname, task.host_ports if task else [])
+                else:
+                    log.log(level, "task ended app=%s task_id=%s state=%s message=%r", inst.run_spec_id, task_id,
+                            task.mesos_state if task else "", task.message if task else "")
+        if not each:
+            running = sum(1 for i in self.changed if i.condition == "Running")
+            apps = len({i.run_spec_id for i in self.changed})
+            log.info("tasks changed running=%d ended=%d apps=%d", running, len(self.changed) - running, apps)
 
 
 _LAUNCHING = frozenset({"Provisioned", "Staging", "Starting"})

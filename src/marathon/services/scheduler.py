@@ -27,7 +27,7 @@ from ..models.group import Group
 from ..models.instance import Goal, Instance
 from ..models.launch import TaskLaunch
 from ..task_builder import build_launch
-from .instances import InstanceTracker
+from .instances import YIELD_EVERY, InstanceTracker
 from .launch_queue import LaunchQueue
 
 log = logging.getLogger("marathon.scheduler")
@@ -145,8 +145,9 @@ class Scheduler:
         self._unplaced = bool(result.unplaced)
         if not result.placements:
             return 0
-        ops = [
-            Provision(
+        ops = []
+        for n, p in enumerate(result.placements, 1):
+            ops.append(Provision(
                 instance_id=p.instance_id,
                 agent_id=p.agent_id,
                 hostname=p.hostname,
@@ -154,21 +155,27 @@ class Scheduler:
                 zone=p.zone,
                 host_ports=list(p.host_ports),
                 now=now,
-            )
-            for p in result.placements
-        ]
+            ))
+            if n % YIELD_EVERY == 0:
+                await trio.lowlevel.checkpoint()
         effects = await self._tracker.process(ops)
         launches: list[TaskLaunch] = []
-        for eff in effects:
+        enforce: dict[int, bool] = {}
+        for n, eff in enumerate(effects):
             if isinstance(eff, Updated):
                 app = definition_of[eff.instance.instance_id]
+                if id(app) not in enforce:
+                    enforce[id(app)] = _enforces_role(root, app)
                 launch = build_launch(
                     app,
                     eff.instance,
                     env_vars_prefix=self._env_prefix,
-                    enforce_role=_enforces_role(root, app),
+                    enforce_role=enforce[id(app)],
                 )
                 launches.append(self._adjust(app, launch) if self._adjust is not None else launch)
+            if n % YIELD_EVERY == YIELD_EVERY - 1:
+                # Thousands of launches are built here: let requests in between.
+                await trio.lowlevel.checkpoint()
         self._driver.launch(launches)
         self.launched += len(launches)
         log.debug("scheduling pass placed=%d unplaced_apps=%d", len(launches), len(result.unplaced))

@@ -90,3 +90,16 @@ async def test_stalled_deployment_is_reported_after_its_deadline_and_keeps_tryin
         with trio.fail_after(600):
             await m.settle()
         assert len(m.running("/svc")) == 2
+
+
+async def test_tasks_report_their_agents_address_without_any_dns(autojump_clock):
+    # sim-{i}.local does not resolve: the address comes from the agent's status.
+    async with InProcess.start(sim=SimConfig(agents=3, cpus=1)) as m:
+        await m.client.post("/v2/apps", json=dict(APP, instances=3))
+        with trio.fail_after(600):
+            await m.settle()
+        tasks = (await m.client.get("/v2/apps/svc/tasks")).json()["tasks"]
+        by_host = {t["host"]: t["ipAddresses"] for t in tasks}
+        assert by_host == {
+            f"sim-{i}.local": [{"ipAddress": f"10.0.0.{i}", "protocol": "IPv4"}] for i in range(3)
+        }

@@ -1,0 +1,343 @@
+"""The benchmark scenarios of ../shared/BENCHMARKS.md as plain functions over
+a real `marathon serve` subprocess, so `benchmarks/` runs them full size and
+the test suite runs them smoke-sized.  Each returns a dict of figures; none
+asserts a speed (that is the reader's job), only correctness.
+
+    python -m marathon.testing.scenarios s1 --instances 100000 --agents 2000
+
+Clock windows (BENCHMARKS.md): *scheduled* is when the API first counts
+every instance as staged or running (the tracker counts an instance only
+after its placement is persisted), *running* when it counts every instance
+running, both from the moment the POST is sent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from . import MarathonProcess, wait_for
+from .measure import Poller, cpu_seconds, peak_rss_mib, percentile, raw_spawn_rate, wrk
+
+
+def _server(data_dir: Path, master: str | None, extra: list[str] | None = None, **kwargs: Any) -> MarathonProcess:
+    args = ["--logging_level", "info"]
+    if master:
+        args += ["--master", master]
+    return MarathonProcess(data_dir, args=args + list(extra or []), **kwargs)
+
+
+class _Stamps:
+    """Observes `/v2/apps` answers and stamps when the counts reach a goal."""
+
+    def __init__(self, app_id: str, goal: int) -> None:
+        self.app_id = app_id
+        self.goal = goal
+        self.scheduled: float | None = None
+        self.running: float | None = None
+        self.last: dict[str, int] = {}
+
+    def __call__(self, now: float, body: Any) -> None:
+        for app in body.get("apps", []):
+            if app["id"] != self.app_id:
+                continue
+            self.last = {k: app[k] for k in ("tasksStaged", "tasksRunning", "tasksHealthy", "tasksUnhealthy")}
+            if self.scheduled is None and app["tasksStaged"] + app["tasksRunning"] >= self.goal:
+                self.scheduled = now
+            if self.running is None and app["tasksRunning"] >= self.goal:
+                self.running = now
+
+
+def s1(
+    data_dir: Path,
+    *,
+    instances: int = 100_000,
+    agents: int = 2000,
+    agent_cpus: int = 64,
+    agent_mem: int = 262144,
+    timeout: float = 600.0,
+    extra_args: list[str] | None = None,
+    check: bool = True,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """One app of `instances` on `agents` simulated agents; then scale to 0."""
+    master = f"sim://{agents}?cpus={agent_cpus}&mem={agent_mem}"
+    app = {"id": "/s1/burst", "cmd": "sleep 3600", "cpus": 1.0, "mem": 128, "instances": instances,
+           "portDefinitions": [{"port": 0}]}
+    out: dict[str, Any] = {"instances": instances, "agents": agents}
+    with _server(data_dir, master, extra_args) as m:
+        assert m.proc is not None
+        pid = m.proc.pid
+        stamps = _Stamps(app["id"], instances)
+        poller = Poller(f"{m.url}/v2/apps", interval=0.05, observe=stamps).start()
+        cpu0 = cpu_seconds(pid)
+        t0 = time.perf_counter()
+        try:
+            r = m.client.post("/v2/apps", json=app)
+            assert r.status_code == 201, r.text
+            out["post_ms"] = round((time.perf_counter() - t0) * 1000, 1)
+            wait_for(lambda: stamps.running is not None, timeout=timeout, interval=0.1,
+                     message=f"{instances} instances running (last counts {stamps.last})")
+        finally:
+            poller.stop()
+        assert stamps.scheduled is not None and stamps.running is not None
+        out["scheduled_s"] = round(stamps.scheduled - t0, 2)
+        out["running_s"] = round(stamps.running - t0, 2)
+        out["scheduled_per_s"] = round(instances / (stamps.scheduled - t0))
+        out["cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
+        out["peak_rss_mib"] = round(peak_rss_mib(pid))
+        out["api_during_burst"] = poller.summary()
+        out["api_errors"] = poller.errors[:5]
+        m.wait_deployments_done(timeout=timeout)
+        if progress:
+            print(json.dumps(out), flush=True)
+        if check:
+            out["check"] = check_placement(m, app["id"], instances, agent_cpus, agent_mem, app)
+        # Scale to zero: every task killed and gone.
+        t1 = time.perf_counter()
+        r = m.client.put(f"/v2/apps{app['id']}", json={"instances": 0})
+        assert r.status_code == 200, r.text
+        m.wait_deployments_done(timeout=timeout)
+        wait_for(lambda: m.client.get(f"/v2/apps{app['id']}").json()["app"]["tasksRunning"] == 0,
+                 timeout=timeout, message="scale to zero")
+        out["scale_to_zero_s"] = round(time.perf_counter() - t1, 2)
+        remaining = m.tasks(app["id"])
+        assert remaining == [], f"{len(remaining)} tasks left after scaling to 0"
+    return out
+
+
+def check_placement(m: MarathonProcess, app_id: str, instances: int, agent_cpus: float, agent_mem: float,
+                    app: dict[str, Any]) -> dict[str, int]:
+    """Exactly `instances` tasks, no duplicate ids, no agent over its resources,
+    no host port given twice on one agent."""
+    started = time.perf_counter()
+    r = httpx.get(f"{m.url}/v2/apps{app_id}/tasks", timeout=300)
+    r.raise_for_status()
+    tasks = r.json()["tasks"]
+    took = time.perf_counter() - started
+    assert len(tasks) == instances, f"{len(tasks)} tasks, expected {instances}"
+    ids = [t["id"] for t in tasks]
+    assert len(set(ids)) == instances, "duplicate task ids"
+    per_agent = Counter(t["slaveId"] for t in tasks)
+    fits = min(agent_cpus // app["cpus"], agent_mem // app["mem"])
+    assert max(per_agent.values()) <= fits, f"an agent holds {max(per_agent.values())} > {fits}"
+    ports = Counter((t["slaveId"], p) for t in tasks for p in t["ports"])
+    assert max(ports.values()) == 1, "a host port was given twice on one agent"
+    assert all(t["state"] == "TASK_RUNNING" for t in tasks)
+    return {"tasks": len(tasks), "agents_used": len(per_agent), "most_on_one_agent": max(per_agent.values()),
+            "get_tasks_ms": round(took * 1000)}
+
+
+def s2(
+    data_dir: Path,
+    *,
+    apps: int = 1000,
+    concurrency: int = 32,
+    group_apps: int = 10_000,
+    agents: int = 2000,
+    timeout: float = 600.0,
+) -> dict[str, Any]:
+    """`apps` apps by `concurrency` concurrent POSTs, then `group_apps` apps in
+    one group POST, each app one instance on simulated agents."""
+    master = f"sim://{agents}?cpus=64&mem=262144"
+    out: dict[str, Any] = {"apps": apps, "concurrency": concurrency, "group_apps": group_apps}
+    with _server(data_dir, master) as m:
+        assert m.proc is not None
+        pid = m.proc.pid
+        # Per-app deployment time: from the POST to the deployment gone from
+        # /v2/deployments; watched in one poller, stamped per id.
+        done_at: dict[str, float] = {}
+        pending: dict[str, str] = {}  # deployment id -> app id
+
+        def observe(now: float, body: Any) -> None:
+            active = {d["id"] for d in body}
+            for dep_id in list(pending):
+                if dep_id not in active:
+                    done_at[pending.pop(dep_id)] = now
+
+        started_at: dict[str, float] = {}
+        poller = Poller(f"{m.url}/v2/deployments", interval=0.02, observe=observe).start()
+        cpu0 = cpu_seconds(pid)
+        t0 = time.perf_counter()
+
+        def post(i: int, client: httpx.Client) -> None:
+            app_id = f"/s2/app-{i:05d}"
+            started_at[app_id] = time.perf_counter()
+            r = client.post("/v2/apps", json={"id": app_id, "cmd": "sleep 3600", "cpus": 0.1, "mem": 32, "instances": 1})
+            assert r.status_code == 201, r.text
+            pending[r.headers["Marathon-Deployment-Id"]] = app_id
+
+        try:
+            with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+                clients = [httpx.Client(base_url=m.url, timeout=120) for _ in range(concurrency)]
+                futures = [pool.submit(post, i, clients[i % concurrency]) for i in range(apps)]
+                for f in futures:
+                    f.result()
+                posted = time.perf_counter()
+                for c in clients:
+                    c.close()
+            wait_for(lambda: _running(m, "/s2") >= apps, timeout=timeout, interval=0.05, message=f"{apps} apps running")
+            all_running = time.perf_counter()
+            wait_for(lambda: not pending, timeout=timeout, message="every deployment done")
+        finally:
+            poller.stop()
+        per_app = [done_at[a] - started_at[a] for a in done_at]
+        out["posts_s"] = round(posted - t0, 2)
+        out["running_s"] = round(all_running - t0, 2)
+        out["deployment_p50_ms"] = round(percentile(per_app, 50) * 1000)
+        out["deployment_p99_ms"] = round(percentile(per_app, 99) * 1000)
+        out["cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
+
+        # One group POST of `group_apps` apps.
+        group = {"id": "/s2big", "apps": [
+            {"id": f"app-{i:05d}", "cmd": "sleep 3600", "cpus": 0.01, "mem": 8, "instances": 1, "portDefinitions": []}
+            for i in range(group_apps)
+        ]}
+        cpu1 = cpu_seconds(pid)
+        t1 = time.perf_counter()
+        r = httpx.post(f"{m.url}/v2/groups", json=group, timeout=timeout)
+        assert r.status_code == 201, r.text
+        out["group_post_ms"] = round((time.perf_counter() - t1) * 1000)
+        wait_for(lambda: _running(m, "/s2big") >= group_apps, timeout=timeout, interval=0.1,
+                 message=f"{group_apps} group apps running")
+        out["group_running_s"] = round(time.perf_counter() - t1, 2)
+        m.wait_deployments_done(timeout=timeout)
+        out["group_cpu_s"] = round(cpu_seconds(pid) - cpu1, 1)
+        out["peak_rss_mib"] = round(peak_rss_mib(pid))
+        tasks = m.client.get("/v2/tasks").json()["tasks"]
+        assert len(tasks) == apps + group_apps and len({t["id"] for t in tasks}) == len(tasks)
+    return out
+
+
+def _running(m: MarathonProcess, prefix: str) -> int:
+    apps = m.client.get("/v2/apps", params={"id": prefix}).json()["apps"]
+    return sum(1 for a in apps if a["tasksRunning"] >= a["instances"] > 0)
+
+
+def s5_small_gets(data_dir: Path, *, seconds: int = 5, connections: int = 8, bare_server: Path | None = None,
+                  http_servers: tuple[str, ...] = ("builtin", "hypercorn")) -> dict[str, Any]:
+    """Small GETs under wrk, against a bare trio+h11 server in the same run."""
+    out: dict[str, Any] = {}
+    if bare_server is not None:
+        out["bare_h11"] = _bare_rate(bare_server, seconds, connections)
+    for name in http_servers:
+        with _server(data_dir / name, None, ["--http_server", name]) as m:
+            for path in ("/ping", "/v2/info", "/v2/apps"):
+                out[f"{name} {path}"] = wrk(m.url + path, seconds=seconds, connections=connections)
+    return out
+
+
+def _bare_rate(script: Path, seconds: int, connections: int) -> dict[str, float]:
+    import subprocess
+    import sys
+
+    from . import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(script), str(port)], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline().strip() == b"listening"
+        return wrk(f"http://127.0.0.1:{port}/ping", seconds=seconds, connections=connections)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def s6(data_dir: Path, *, instances: int = 1000, timeout: float = 600.0) -> dict[str, Any]:
+    """`instances` real `sleep` processes through the embedded agent, against
+    this machine's raw posix_spawn rate measured just before; then scale to 0."""
+    out: dict[str, Any] = {"instances": instances}
+    raw = raw_spawn_rate(instances)
+    out["raw_spawn_per_s"] = round(raw["spawn_per_s"])
+    out["raw_kill_per_s"] = round(raw["kill_per_s"])
+    resources = f"cpus:{max(64, instances)};mem:{max(65536, instances * 64)};disk:100000"
+    app = {"id": "/s6/sleepers", "cmd": "sleep 3600", "cpus": 0.01, "mem": 8, "disk": 0, "instances": instances,
+           "portDefinitions": []}
+    with _server(data_dir, None, ["--agent_resources", resources, "--agent_cgroups", "off"]) as m:
+        assert m.proc is not None
+        pid = m.proc.pid
+        stamps = _Stamps(app["id"], instances)
+        poller = Poller(f"{m.url}/v2/apps", interval=0.02, observe=stamps).start()
+        cpu0 = cpu_seconds(pid)
+        t0 = time.perf_counter()
+        try:
+            r = m.client.post("/v2/apps", json=app)
+            assert r.status_code == 201, r.text
+            wait_for(lambda: stamps.running is not None, timeout=timeout, interval=0.05,
+                     message=f"{instances} sleeps running (last {stamps.last})")
+        finally:
+            poller.stop()
+        assert stamps.running is not None
+        out["running_s"] = round(stamps.running - t0, 2)
+        out["spawn_per_s"] = round(instances / (stamps.running - t0))
+        out["vs_raw"] = round(out["spawn_per_s"] / out["raw_spawn_per_s"], 3)
+        out["cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
+        tasks = m.running_tasks(app["id"])
+        assert len(tasks) == instances
+        pids = _task_pids(m.data_dir)
+        m.wait_deployments_done(timeout=timeout)
+
+        t1 = time.perf_counter()
+        r = m.client.put(f"/v2/apps{app['id']}", json={"instances": 0})
+        assert r.status_code == 200, r.text
+        wait_for(lambda: m.client.get(f"/v2/apps{app['id']}").json()["app"]["tasksRunning"] == 0,
+                 timeout=timeout, interval=0.02, message="scale to zero")
+        killed = time.perf_counter() - t1
+        out["scale_to_zero_s"] = round(killed, 2)
+        out["kills_per_s"] = round(instances / killed)
+        m.wait_deployments_done(timeout=timeout)
+        wait_for(lambda: not any(_alive(p) for p in pids), timeout=timeout, message="every sleep process gone")
+        out["processes_checked"] = len(pids)
+    return out
+
+
+def _task_pids(data_dir: Path) -> list[int]:
+    """PIDs of the embedded agent's tasks, from its checkpoints."""
+    pids = []
+    for path in (data_dir / "agent").rglob("*.json"):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("pid"), int):
+            pids.append(doc["pid"])
+    return pids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Run one benchmark scenario against a fresh marathon serve.")
+    parser.add_argument("scenario", choices=["s1", "s2", "s6"])
+    parser.add_argument("--instances", type=int)
+    parser.add_argument("--agents", type=int)
+    parser.add_argument("--apps", type=int)
+    parser.add_argument("--group-apps", type=int)
+    ns = parser.parse_args()
+    kwargs = {k: v for k, v in (("instances", ns.instances), ("agents", ns.agents), ("apps", ns.apps),
+                                ("group_apps", ns.group_apps)) if v is not None}
+    with tempfile.TemporaryDirectory(prefix=f"marathon-{ns.scenario}-") as tmp:
+        if ns.scenario == "s1":
+            kwargs["progress"] = True
+        result = {"s1": s1, "s2": s2, "s6": s6}[ns.scenario](Path(tmp), **kwargs)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    main()
