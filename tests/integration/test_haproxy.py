@@ -157,7 +157,7 @@ def task_ports(m, app_id: str, n: int) -> set[str]:
         ports = {str(t["ports"][0]) for t in tasks}
         return ports if len(tasks) == n and all(answers(int(p)) == p for p in ports) else None
 
-    return wait_for(ready, timeout=30, message=f"{n} serving tasks of {app_id}")
+    return wait_for(ready, timeout=120, message=f"{n} serving tasks of {app_id}")
 
 
 def test_traffic_reaches_every_task_and_scaling_reloads_without_failed_requests(lb_env):
