@@ -39,11 +39,12 @@ from .models.instance import TaskStatus, parse_task_id
 from .models.resources import Resources
 from .planning import RootChanges
 from .plugins import health_checkers, load_plugins
+from .services._pacing import YIELD_EVERY
 from .services.deployments import DeploymentManager
 from .services.events import EventBus
 from .services.groups import GroupManager, GroupsConfig
 from .services.health import AGENT_PROTOCOLS, HealthService
-from .services.instances import YIELD_EVERY, InstanceTracker
+from .services.instances import InstanceTracker
 from .services.launch_queue import LaunchQueue
 from .services.metrics import MetricsRegistry, MetricsService, collect_sinks
 from .services.metrics import install as install_metrics

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import trio
 
 from marathon import httpserver
@@ -37,8 +38,7 @@ async def echo_app(scope, receive, send):
 
 
 class Server:
-    def __init__(self, nursery: trio.Nursery, port: int) -> None:
-        self.nursery = nursery
+    def __init__(self, port: int) -> None:
         self.port = port
 
     async def connect(self) -> trio.SocketStream:
@@ -47,7 +47,14 @@ class Server:
 
 async def start(nursery: trio.Nursery, app=echo_app) -> Server:
     bound = await nursery.start(httpserver.serve, app, "127.0.0.1", 0)
-    return Server(nursery, bound[0][1])
+    return Server(bound[0][1])
+
+
+@pytest.fixture
+async def server(nursery):
+    """The echo app served on 127.0.0.1 for the test (pytest-trio's nursery
+    is cancelled when the test ends)."""
+    return await start(nursery)
 
 
 async def read_response(stream: trio.SocketStream, buffer: bytearray, *, head_request: bool = False) -> tuple[bytes, bytes]:
@@ -83,122 +90,105 @@ async def read_response(stream: trio.SocketStream, buffer: bytearray, *, head_re
         parts = parts[size + 2:]
 
 
-async def test_keep_alive_pipelining_and_bodies():
-    async with trio.open_nursery() as nursery:
-        server = await start(nursery)
-        stream = await server.connect()
-        buffer = bytearray()
-        # Two pipelined requests in one write, the second with a body.
-        await stream.send_all(
-            b"GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: x\r\n\r\n"
-            b"POST /v2/apps HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
-        )
-        head, body = await read_response(stream, buffer)
-        assert head.startswith(b"HTTP/1.1 201") and b"x-test: 1" in head
-        assert body == b"GET /v2/apps q=embed=apps.tasks n=0"
-        head, body = await read_response(stream, buffer)
-        assert body == b"POST /v2/apps q= n=5"
-        # A chunked request body on the same connection.
-        await stream.send_all(b"PUT /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-        head, body = await read_response(stream, buffer)
-        assert body == b"PUT /x q= n=5"
-        # Percent-escapes are decoded in `path`.
-        await stream.send_all(b"GET /v2/apps/a%2Fb HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert (await read_response(stream, buffer))[1] == b"GET /v2/apps/a/b q= n=0"
-        await stream.aclose()
-        nursery.cancel_scope.cancel()
+async def test_keep_alive_pipelining_and_bodies(server):
+    stream = await server.connect()
+    buffer = bytearray()
+    # Two pipelined requests in one write, the second with a body.
+    await stream.send_all(
+        b"GET /v2/apps?embed=apps.tasks HTTP/1.1\r\nHost: x\r\n\r\n"
+        b"POST /v2/apps HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    )
+    head, body = await read_response(stream, buffer)
+    assert head.startswith(b"HTTP/1.1 201") and b"x-test: 1" in head
+    assert body == b"GET /v2/apps q=embed=apps.tasks n=0"
+    head, body = await read_response(stream, buffer)
+    assert body == b"POST /v2/apps q= n=5"
+    # A chunked request body on the same connection.
+    await stream.send_all(b"PUT /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+    head, body = await read_response(stream, buffer)
+    assert body == b"PUT /x q= n=5"
+    # Percent-escapes are decoded in `path`.
+    await stream.send_all(b"GET /v2/apps/a%2Fb HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(stream, buffer))[1] == b"GET /v2/apps/a/b q= n=0"
+    await stream.aclose()
 
 
-async def test_an_unread_body_does_not_break_the_connection():
-    async with trio.open_nursery() as nursery:
-        server = await start(nursery)
-        stream = await server.connect()
-        buffer = bytearray()
-        await stream.send_all(b"POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
-        assert (await read_response(stream, buffer))[1] == b"POST /unread q= n=0"
-        await stream.send_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert (await read_response(stream, buffer))[1] == b"GET /after q= n=0"
-        nursery.cancel_scope.cancel()
+async def test_an_unread_body_does_not_break_the_connection(server):
+    stream = await server.connect()
+    buffer = bytearray()
+    await stream.send_all(b"POST /unread HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n0123456789")
+    assert (await read_response(stream, buffer))[1] == b"POST /unread q= n=0"
+    await stream.send_all(b"GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await read_response(stream, buffer))[1] == b"GET /after q= n=0"
 
 
-async def test_head_has_the_headers_of_get_and_no_body():
-    async with trio.open_nursery() as nursery:
-        server = await start(nursery)
-        stream = await server.connect()
-        buffer = bytearray()
-        await stream.send_all(b"HEAD /v2/info HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
-        head, body = await read_response(stream, buffer, head_request=True)
-        assert b"content-length: 20" in head and body == b""
-        assert (await read_response(stream, buffer))[1] == b"GET /next q= n=0"
-        nursery.cancel_scope.cancel()
+async def test_head_has_the_headers_of_get_and_no_body(server):
+    stream = await server.connect()
+    buffer = bytearray()
+    await stream.send_all(b"HEAD /v2/info HTTP/1.1\r\nHost: x\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = await read_response(stream, buffer, head_request=True)
+    assert b"content-length: 20" in head and body == b""
+    assert (await read_response(stream, buffer))[1] == b"GET /next q= n=0"
 
 
-async def test_streaming_answer_is_chunked():
-    async with trio.open_nursery() as nursery:
-        server = await start(nursery)
-        stream = await server.connect()
-        await stream.send_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        head, body = await read_response(stream, bytearray())
-        assert b"transfer-encoding: chunked" in head.lower() and body == b"one,two,three"
-        nursery.cancel_scope.cancel()
+async def test_streaming_answer_is_chunked(server):
+    stream = await server.connect()
+    await stream.send_all(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = await read_response(stream, bytearray())
+    assert b"transfer-encoding: chunked" in head.lower() and body == b"one,two,three"
 
 
-async def test_errors_too_large_malformed_and_app_failure():
-    async with trio.open_nursery() as nursery:
-        server = await start(nursery)
-        stream = await server.connect()
-        await stream.send_all(b"this is not http\r\n\r\n")
-        head, body = await read_response(stream, bytearray())
-        assert head.startswith(b"HTTP/1.1 400") and body.startswith(b"bad request")
-        assert await stream.receive_some(10) == b""  # and the connection is closed
+async def test_errors_too_large_malformed_and_app_failure(server):
+    stream = await server.connect()
+    await stream.send_all(b"this is not http\r\n\r\n")
+    head, body = await read_response(stream, bytearray())
+    assert head.startswith(b"HTTP/1.1 400") and body.startswith(b"bad request")
+    assert await stream.receive_some(10) == b""  # and the connection is closed
 
-        stream = await server.connect()
-        size = httpserver.MAX_REQUEST_BODY + 1
-        await stream.send_all(f"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
-        chunk = b"a" * 65536
-        head = b""
-        with trio.move_on_after(30):
-            sent = 0
-            async with trio.open_nursery() as writer:
-                async def write():
-                    nonlocal sent
-                    try:
-                        while sent < size:
-                            await stream.send_all(chunk)
-                            sent += len(chunk)
-                    except trio.BrokenResourceError:
-                        pass
-                writer.start_soon(write)
-                head, _ = await read_response(stream, bytearray())
-                writer.cancel_scope.cancel()
-        assert head.startswith(b"HTTP/1.1 413")
+    stream = await server.connect()
+    size = httpserver.MAX_REQUEST_BODY + 1
+    await stream.send_all(f"POST /big HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n".encode())
+    chunk = b"a" * 65536
+    head = b""
+    with trio.move_on_after(30):
+        sent = 0
+        async with trio.open_nursery() as writer:
+            async def write():
+                nonlocal sent
+                try:
+                    while sent < size:
+                        await stream.send_all(chunk)
+                        sent += len(chunk)
+                except trio.BrokenResourceError:
+                    pass
+            writer.start_soon(write)
+            head, _ = await read_response(stream, bytearray())
+            writer.cancel_scope.cancel()
+    assert head.startswith(b"HTTP/1.1 413")
 
-        stream = await server.connect()
-        await stream.send_all(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
-        head, body = await read_response(stream, bytearray())
-        assert head.startswith(b"HTTP/1.1 500") and body == b"internal error"
-        nursery.cancel_scope.cancel()
+    stream = await server.connect()
+    await stream.send_all(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, body = await read_response(stream, bytearray())
+    assert head.startswith(b"HTTP/1.1 500") and body == b"internal error"
 
 
-async def test_a_client_that_leaves_is_seen_by_a_streaming_answer():
+async def test_a_client_that_leaves_is_seen_by_a_streaming_answer(nursery):
     left = trio.Event()
 
     async def app(scope, receive, send):
         scope["state"]["left"] = left
         await echo_app(scope, receive, send)
 
-    async with trio.open_nursery() as nursery:
-        server = await start(nursery, app)
-        stream = await server.connect()
-        await stream.send_all(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert b"HTTP/1.1 200" in await stream.receive_some(65536)
-        await stream.aclose()
-        with trio.fail_after(30):
-            await left.wait()
-        nursery.cancel_scope.cancel()
+    server = await start(nursery, app)
+    stream = await server.connect()
+    await stream.send_all(b"GET /forever HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert b"HTTP/1.1 200" in await stream.receive_some(65536)
+    await stream.aclose()
+    with trio.fail_after(30):
+        await left.wait()
 
 
-async def test_a_blocked_write_to_a_client_that_stopped_reading_can_be_cancelled():
+async def test_a_blocked_write_to_a_client_that_stopped_reading_can_be_cancelled(nursery):
     cancelled = trio.Event()
 
     async def flood(scope, receive, send):
@@ -208,11 +198,9 @@ async def test_a_blocked_write_to_a_client_that_stopped_reading_can_be_cancelled
                 await send({"type": "http.response.body", "body": b"z" * 65536, "more_body": True})
         cancelled.set()
 
-    async with trio.open_nursery() as nursery:
-        server = await start(nursery, flood)
-        stream = await server.connect()
-        await stream.send_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
-        with trio.fail_after(30):
-            await cancelled.wait()
-        await stream.aclose()
-        nursery.cancel_scope.cancel()
+    server = await start(nursery, flood)
+    stream = await server.connect()
+    await stream.send_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+    with trio.fail_after(30):
+        await cancelled.wait()
+    await stream.aclose()

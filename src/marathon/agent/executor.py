@@ -196,7 +196,8 @@ class Executor:
         ip_addresses: Sequence[str] = (),
     ) -> None:
         self.work_dir = work_dir
-        self._ips = list(ip_addresses)
+        # What RUNNING statuses report as the task's addresses (host networking).
+        self.ip_addresses = list(ip_addresses)
         self.sandboxes = work_dir / "sandboxes"
         self.checkpoint = Checkpoint(work_dir / "checkpoint")
         self.agent_id = agent_id
@@ -318,7 +319,7 @@ class Executor:
         return TaskStatus(
             task_id=t.launch.task_id, state=t.state, agent_id=self.agent_id, message=t.message,
             reason=t.reason, timestamp=t.state_ts, exit_code=t.exit_code, healthy=t.healthy,
-            ip_addresses=self._ips if t.state == "TASK_RUNNING" else [],
+            ip_addresses=self.ip_addresses if t.state == "TASK_RUNNING" else [],
         )
 
     def _unknown(self, tid: str) -> TaskStatus:

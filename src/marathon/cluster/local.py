@@ -110,11 +110,12 @@ class LocalDriver:
             kill_tasks_on_exit=kill_tasks_on_exit, sandbox_max_age=sandbox_max_age,
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
             health_check_concurrency=health_check_concurrency,
-            ip_addresses=_addresses_of(self.hostname),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Recover tasks from a previous run, report ready, supervise until cancelled."""
+        # Name resolution can block for seconds: never on the trio thread.
+        self.executor.ip_addresses = await trio.to_thread.run_sync(_addresses_of, self.hostname)
         await self.executor.run(task_status=task_status)
 
     def agents(self) -> list[AgentInfo]:

@@ -19,9 +19,7 @@ import trio.lowlevel
 
 from ..models.events import Event
 from ..models.timestamp import format_ms
-
-# Without subscribers, still give the event loop a turn this often.
-YIELD_EVERY = 500
+from ._pacing import YIELD_EVERY
 
 log = logging.getLogger("marathon.events")
 

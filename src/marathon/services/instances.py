@@ -43,6 +43,7 @@ from ..models.events import (
 from ..models.instance import ACTIVE, TASK_FAILURE, TERMINAL, Goal, Instance
 from ..models.timestamp import format_ms
 from ..storage.repository import StateRepository, TaskFailure
+from ._pacing import YIELD_EVERY
 from .events import EventBus
 
 log = logging.getLogger("marathon.instances")
@@ -412,9 +413,6 @@ class InstanceTracker:
 # info (the tasks themselves at debug): 100,000 lines for a burst cost more
 # CPU than placing it.
 LOG_EACH_TASK_UP_TO = 50
-# Loops over a whole batch give the event loop a turn this often, so API
-# requests wait for at most a few milliseconds of batch work.
-YIELD_EVERY = 500
 
 
 class _Transitions:

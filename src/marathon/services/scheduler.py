@@ -27,7 +27,8 @@ from ..models.group import Group
 from ..models.instance import Goal, Instance
 from ..models.launch import TaskLaunch
 from ..task_builder import build_launch
-from .instances import YIELD_EVERY, InstanceTracker
+from ._pacing import YIELD_EVERY
+from .instances import InstanceTracker
 from .launch_queue import LaunchQueue
 
 log = logging.getLogger("marathon.scheduler")

@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from . import MarathonProcess, wait_for
+from . import MarathonProcess, pid_alive, wait_for
 from .measure import Poller, cpu_seconds, peak_rss_mib, percentile, raw_spawn_rate, wrk
 
 
@@ -75,44 +75,59 @@ def s1(
            "portDefinitions": [{"port": 0}]}
     out: dict[str, Any] = {"instances": instances, "agents": agents}
     with _server(data_dir, master, extra_args) as m:
-        assert m.proc is not None
-        pid = m.proc.pid
-        stamps = _Stamps(app["id"], instances)
-        poller = Poller(f"{m.url}/v2/apps", interval=0.05, observe=stamps).start()
-        cpu0 = cpu_seconds(pid)
-        t0 = time.perf_counter()
-        try:
-            r = m.client.post("/v2/apps", json=app)
-            assert r.status_code == 201, r.text
-            out["post_ms"] = round((time.perf_counter() - t0) * 1000, 1)
-            wait_for(lambda: stamps.running is not None, timeout=timeout, interval=0.1,
-                     message=f"{instances} instances running (last counts {stamps.last})")
-        finally:
-            poller.stop()
-        assert stamps.scheduled is not None and stamps.running is not None
-        out["scheduled_s"] = round(stamps.scheduled - t0, 2)
-        out["running_s"] = round(stamps.running - t0, 2)
-        out["scheduled_per_s"] = round(instances / (stamps.scheduled - t0))
-        out["cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
-        out["peak_rss_mib"] = round(peak_rss_mib(pid))
-        out["api_during_burst"] = poller.summary()
-        out["api_errors"] = poller.errors[:5]
+        out.update(_burst(m, app, interval=0.05, timeout=timeout))
+        out["scheduled_per_s"] = round(instances / out["scheduled_s"])
         m.wait_deployments_done(timeout=timeout)
         if progress:
             print(json.dumps(out), flush=True)
         if check:
             out["check"] = check_placement(m, app["id"], instances, agent_cpus, agent_mem, app)
-        # Scale to zero: every task killed and gone.
-        t1 = time.perf_counter()
-        r = m.client.put(f"/v2/apps{app['id']}", json={"instances": 0})
-        assert r.status_code == 200, r.text
-        m.wait_deployments_done(timeout=timeout)
-        wait_for(lambda: m.client.get(f"/v2/apps{app['id']}").json()["app"]["tasksRunning"] == 0,
-                 timeout=timeout, message="scale to zero")
-        out["scale_to_zero_s"] = round(time.perf_counter() - t1, 2)
+        out["scale_to_zero_s"] = round(_scale_to_zero(m, app["id"], timeout), 2)
         remaining = m.tasks(app["id"])
         assert remaining == [], f"{len(remaining)} tasks left after scaling to 0"
     return out
+
+
+def _burst(m: MarathonProcess, app: dict[str, Any], *, interval: float, timeout: float) -> dict[str, Any]:
+    """POST `app` and watch `/v2/apps` every `interval` until all its
+    instances run: the clocks, the server's CPU and memory, and the API's
+    latency meanwhile."""
+    assert m.proc is not None
+    pid = m.proc.pid
+    stamps = _Stamps(app["id"], app["instances"])
+    poller = Poller(f"{m.url}/v2/apps", interval=interval, observe=stamps).start()
+    cpu0 = cpu_seconds(pid)
+    t0 = time.perf_counter()
+    try:
+        r = m.client.post("/v2/apps", json=app)
+        assert r.status_code == 201, r.text
+        post_ms = round((time.perf_counter() - t0) * 1000, 1)
+        wait_for(lambda: stamps.running is not None, timeout=timeout, interval=min(0.1, interval),
+                 message=f"{app['instances']} instances of {app['id']} running (last counts {stamps.last})")
+    finally:
+        poller.stop()
+    assert stamps.scheduled is not None and stamps.running is not None
+    return {
+        "post_ms": post_ms,
+        "scheduled_s": round(stamps.scheduled - t0, 2),
+        "running_s": round(stamps.running - t0, 2),
+        "cpu_s": round(cpu_seconds(pid) - cpu0, 1),
+        "peak_rss_mib": round(peak_rss_mib(pid)),
+        "api_during_burst": poller.summary(),
+        "api_errors": poller.errors[:5],
+    }
+
+
+def _scale_to_zero(m: MarathonProcess, app_id: str, timeout: float) -> float:
+    """PUT instances=0; seconds until the API counts none running."""
+    t0 = time.perf_counter()
+    r = m.client.put(f"/v2/apps{app_id}", json={"instances": 0})
+    assert r.status_code == 200, r.text
+    wait_for(lambda: m.client.get(f"/v2/apps{app_id}").json()["app"]["tasksRunning"] == 0,
+             timeout=timeout, interval=0.02, message=f"{app_id} scaled to zero")
+    seconds = time.perf_counter() - t0
+    m.wait_deployments_done(timeout=timeout)
+    return seconds
 
 
 def check_placement(m: MarathonProcess, app_id: str, instances: int, agent_cpus: float, agent_mem: float,
@@ -263,39 +278,21 @@ def s6(data_dir: Path, *, instances: int = 1000, timeout: float = 600.0) -> dict
     app = {"id": "/s6/sleepers", "cmd": "sleep 3600", "cpus": 0.01, "mem": 8, "disk": 0, "instances": instances,
            "portDefinitions": []}
     with _server(data_dir, None, ["--agent_resources", resources, "--agent_cgroups", "off"]) as m:
-        assert m.proc is not None
-        pid = m.proc.pid
-        stamps = _Stamps(app["id"], instances)
-        poller = Poller(f"{m.url}/v2/apps", interval=0.02, observe=stamps).start()
-        cpu0 = cpu_seconds(pid)
-        t0 = time.perf_counter()
-        try:
-            r = m.client.post("/v2/apps", json=app)
-            assert r.status_code == 201, r.text
-            wait_for(lambda: stamps.running is not None, timeout=timeout, interval=0.05,
-                     message=f"{instances} sleeps running (last {stamps.last})")
-        finally:
-            poller.stop()
-        assert stamps.running is not None
-        out["running_s"] = round(stamps.running - t0, 2)
-        out["spawn_per_s"] = round(instances / (stamps.running - t0))
+        burst = _burst(m, app, interval=0.02, timeout=timeout)
+        out["running_s"] = burst["running_s"]
+        out["spawn_per_s"] = round(instances / burst["running_s"])
         out["vs_raw"] = round(out["spawn_per_s"] / out["raw_spawn_per_s"], 3)
-        out["cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
+        out["cpu_s"] = burst["cpu_s"]
         tasks = m.running_tasks(app["id"])
         assert len(tasks) == instances
         pids = _task_pids(m.data_dir)
+        assert len(pids) == instances, f"{len(pids)} checkpointed pids for {instances} tasks"
         m.wait_deployments_done(timeout=timeout)
 
-        t1 = time.perf_counter()
-        r = m.client.put(f"/v2/apps{app['id']}", json={"instances": 0})
-        assert r.status_code == 200, r.text
-        wait_for(lambda: m.client.get(f"/v2/apps{app['id']}").json()["app"]["tasksRunning"] == 0,
-                 timeout=timeout, interval=0.02, message="scale to zero")
-        killed = time.perf_counter() - t1
+        killed = _scale_to_zero(m, app["id"], timeout)
         out["scale_to_zero_s"] = round(killed, 2)
         out["kills_per_s"] = round(instances / killed)
-        m.wait_deployments_done(timeout=timeout)
-        wait_for(lambda: not any(_alive(p) for p in pids), timeout=timeout, message="every sleep process gone")
+        wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=timeout, message="every sleep process gone")
         out["processes_checked"] = len(pids)
     return out
 
@@ -311,14 +308,6 @@ def _task_pids(data_dir: Path) -> list[int]:
         if isinstance(doc, dict) and isinstance(doc.get("pid"), int):
             pids.append(doc["pid"])
     return pids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def main() -> None:
