@@ -99,6 +99,10 @@ def test_event_sequence_of_deploy_scale_failure_and_health_kill(marathon):
     kill = wait_for(lambda: reader.of("unhealthy_instance_kill_event"), timeout=60, message="health kill")[0]
     assert marathon.client.delete("/v2/apps/ev").status_code == 200
     wait_for(lambda: reader.of("app_terminated_event"), timeout=60, message="app terminated")
+    # The app is terminated inside the delete's step; its deployment_success
+    # follows once the deployment is removed from the store.
+    for stream in (reader, filtered):
+        wait_for(lambda s=stream: len(s.of("deployment_success")) >= 3, timeout=60, message="delete deployment finished")
 
     types = reader.types()
     assert in_order(types, [

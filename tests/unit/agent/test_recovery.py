@@ -27,7 +27,9 @@ async def test_task_survives_an_agent_crash_and_is_readopted(start_agent, tmp_pa
     offer = driver.offers()[0]
     assert (offer.free.cpus, offer.free.mem) == (1500, 4032)
     assert 31007 not in {p for r in offer.port_ranges for p in range(r.begin, r.end + 1)}
-    assert task_pids(task_id) == [pid]  # no duplicate was started
+    # No duplicate was started.  (Polled: the task's shell may still be
+    # exec'ing `sleep`, and mid-exec its environment reads as empty.)
+    await wait_until(lambda: task_pids(task_id) == [pid])
 
     driver.kill([task_id])
     killed = await rec.terminal(task_id)
