@@ -312,6 +312,13 @@ def _port_arrays(offers: Sequence[Offer]) -> tuple[array, array, array]:
         return array("i", range(len(counts) + 1)), lo, hi
     if clean and max(counts, default=0) <= 1:
         return array("i", accumulate(counts, initial=0)), lo, hi
+    if clean:
+        # Several ranges per agent, as free ports become once some are
+        # taken: usable as they are if each agent's are sorted and apart.
+        off = array("i", accumulate(counts, initial=0))
+        starts = set(off)
+        if all(hi[k] + 1 < lo[k + 1] for k in range(len(flat) - 1) if k + 1 not in starts):
+            return off, lo, hi
     # Some agent has several ranges (or odd ones): sort and merge per agent.
     off = array("i", [0])
     lo_a, hi_a = array("i"), array("i")

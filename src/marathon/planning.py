@@ -7,7 +7,9 @@ in this order: `assign_service_ports`, `stamp_versions`, `validate_root`,
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import operator
+from collections import Counter
+from collections.abc import Collection, Iterable, Mapping
 
 from msgspec import UNSET, Struct, structs
 
@@ -33,24 +35,37 @@ def _with_service_ports(app: AppDefinition, ports: list[int]) -> AppDefinition:
     return structs.replace(app, container=structs.replace(container, port_mappings=maps))  # type: ignore[arg-type]
 
 
+def service_ports_in_use(root: Group) -> Counter[int]:
+    """How many apps of `root` use each (non-zero) service port."""
+    return Counter(p for a in root.transitive_apps() for p in _service_ports(a) if p)
+
+
 def assign_service_ports(
-    original: Group, target: Group, *, port_min: int = 10000, port_max: int = 20000
+    original: Group,
+    target: Group,
+    *,
+    port_min: int = 10000,
+    port_max: int = 20000,
+    in_use: Collection[int] | None = None,
 ) -> Group:
     """Replace every service port 0 of new or changed apps by a free port.
 
     Preference: ports the same app had before (in range, not explicitly used
     by its new definition), then the lowest port in range that no app of the
-    old or new root uses.  Unchanged apps keep their ports.
+    old or new root uses.  Unchanged apps keep their ports.  `in_use`, the
+    ports of `original` (`service_ports_in_use`), saves a walk of the tree
+    when the caller keeps it.
     """
     old_apps = original.app_map()
     new_apps = target.app_map()
-    used: set[int] = set()
-    for a in list(old_apps.values()) + list(new_apps.values()):
-        used.update(p for p in _service_ports(a) if p)
-
-    to_assign = [a for a in new_apps.values() if 0 in _service_ports(a)]
+    # An app the change did not touch (the same object) was assigned before.
+    changed = [a for a in new_apps.values() if old_apps.get(a.id) is not a]
+    to_assign = [a for a in changed if 0 in _service_ports(a)]
     if not to_assign:
         return target
+    used = set(in_use if in_use is not None else service_ports_in_use(original))
+    for a in changed:
+        used.update(p for p in _service_ports(a) if p)
     free_iter = (p for p in range(port_min, port_max + 1) if p not in used)
     assigned: dict[str, AppDefinition] = {}
     for app in sorted(to_assign, key=lambda a: a.id):
@@ -87,6 +102,8 @@ def stamp_versions(
 
     def stamp(app: AppDefinition) -> AppDefinition:
         old = old_apps.get(app.id)
+        if old is app and app.id not in restart_ids and app.version_info is not UNSET:
+            return app  # untouched by the change: already stamped
         if old is None:
             info = VersionInfo(last_scaling_at=version, last_config_change_at=version)
             return structs.replace(app, version=version, version_info=info)
@@ -156,11 +173,31 @@ def dependency_depths(deps: Mapping[str, set[str]]) -> dict[str, int]:
     return depth
 
 
-def validate_root(root: Group) -> None:
-    """Rules over the whole tree: id clashes, membership, dependency cycles."""
+def has_dependencies(root: Group) -> bool:
+    """True if any app or group of the tree declares a dependency."""
+    return any(g.dependencies for g in root.transitive_groups()) or any(
+        a.dependencies for a in root.transitive_apps()
+    )
+
+
+def validate_root(root: Group, original: Group | None = None) -> None:
+    """Rules over the whole tree: id clashes, membership, dependency cycles.
+
+    With `original` (the root `root` was made from, already valid), only
+    what changed is checked: groups it shares unchanged, and the ids a
+    changed group already had, passed before.
+    """
+    before = {g.id: g for g in original.transitive_groups()} if original is not None else {}
     violations: list[Violation] = []
     for g in root.transitive_groups():
+        og = before.get(g.id)
+        if og is g:
+            continue
+        old_apps = og.apps if og is not None else {}
+        old_groups = og.groups if og is not None else {}
         for app_id in g.apps:
+            if app_id in old_apps and app_id not in g.groups:
+                continue
             if pathid.parent(app_id) != g.id:
                 violations.append(Violation(f"/apps({app_id})", f"Identifier is not child of '{g.id}'"))
             if app_id in g.groups:
@@ -168,11 +205,14 @@ def validate_root(root: Group) -> None:
                     Violation("/", "Groups and Applications may not have the same identifier.")
                 )
         for child_id in g.groups:
+            if child_id in old_groups:
+                continue
             if pathid.parent(child_id) != g.id:
                 violations.append(Violation(f"/groups({child_id})", f"Identifier is not child of '{g.id}'"))
     if violations:
         raise ValidationFailed(violations)
-    dependency_depths(app_dependencies(root))
+    if has_dependencies(root):
+        dependency_depths(app_dependencies(root))  # raises on a cycle
 
 
 # -- the plan (SPEC.md 4.2) -------------------------------------------------------
@@ -203,7 +243,7 @@ def compute_plan(
     if starts:
         steps.append(DeploymentStep(actions=starts))
 
-    depths = dependency_depths(app_dependencies(target))
+    depths = dependency_depths(app_dependencies(target)) if has_dependencies(target) else {}
     layers: dict[int, list[DeploymentAction]] = {}
     for app_id in sorted(new_apps):
         action = _action_for(old_apps.get(app_id), new_apps[app_id], to_kill.get(app_id, []))
@@ -224,7 +264,7 @@ def compute_plan(
 def _action_for(old: AppDefinition | None, new: AppDefinition, to_kill: list[str]) -> DeploymentAction | None:
     if old is None:
         return DeploymentAction(action="ScaleApplication", app=new.id, scale_to=new.instances)
-    if old == new and not to_kill:
+    if (old is new or old == new) and not to_kill:
         return None
     old_info, new_info = old.version_info, new.version_info
     config_changed = (
@@ -417,11 +457,22 @@ def root_changes(original: Group, target: Group) -> RootChanges:
     def group_fields(g: Group) -> tuple:
         return (sorted(g.dependencies), g.enforce_role)
 
+    created, updated = [], []
+    for i, a in t_apps.items():
+        o = o_apps.get(i)
+        if o is None:
+            created.append(a)
+        elif o is not a and o != a:
+            updated.append(a)
+    by_id = operator.attrgetter("id")
     return RootChanges(
-        created_apps=[a for i, a in sorted(t_apps.items()) if i not in o_apps],
-        updated_apps=[a for i, a in sorted(t_apps.items()) if i in o_apps and o_apps[i] != a],
+        created_apps=sorted(created, key=by_id),
+        updated_apps=sorted(updated, key=by_id),
         removed_apps=[a for i, a in sorted(o_apps.items()) if i not in t_apps],
         created_groups=[g for i, g in sorted(t_groups.items()) if i not in o_groups],
-        updated_groups=[g for i, g in sorted(t_groups.items()) if i in o_groups and group_fields(o_groups[i]) != group_fields(g)],
+        updated_groups=[
+            g for i, g in sorted(t_groups.items())
+            if i in o_groups and o_groups[i] is not g and group_fields(o_groups[i]) != group_fields(g)
+        ],
         removed_groups=[g for i, g in sorted(o_groups.items()) if i not in t_groups],
     )

@@ -33,7 +33,7 @@ def deploy(original: Group, target: Group, version: str, **kw) -> tuple[Group, p
     target = planning.assign_service_ports(original, target)
     target = planning.stamp_versions(original, target, version, restart=kw.pop("restart", ()))
     target = structs.replace(target, version=version)
-    planning.validate_root(target)
+    planning.validate_root(target, original)
     plan = planning.compute_plan(
         original, target, plan_id="p", version=version, original_version=original.version, target_version=version, **kw
     )
@@ -135,6 +135,31 @@ def test_cyclic_dependencies_rejected():
     with pytest.raises(ValidationFailed) as err:
         planning.validate_root(target)
     assert err.value.body()["details"][0]["errors"] == ["Dependency graph has cyclic dependencies."]
+
+
+def _violations(target: Group, original: Group | None = None) -> list[tuple[str, tuple[str, ...]]]:
+    try:
+        planning.validate_root(target, original)
+    except ValidationFailed as e:
+        return sorted((d["path"], tuple(d["errors"])) for d in e.body()["details"])
+    return []
+
+
+def test_validating_only_the_change_finds_what_a_full_check_finds():
+    base = root_of(app("/g/a"), app("/g/b"), app("/h/x"))
+    clash_app = put_app(base, app("/h"), version=V1)  # a new app where a group is
+    clash_group = structs.replace(  # a new group where an app is
+        base, groups={**base.groups, "/g": structs.replace(base.groups["/g"], groups={"/g/a": Group(id="/g/a")})}
+    )
+    misplaced = structs.replace(  # an app filed under the wrong group
+        base, groups={**base.groups, "/h": structs.replace(base.groups["/h"], apps={**base.groups["/h"].apps, "/g/z": app("/g/z")})}
+    )
+    for target in (clash_app, clash_group, misplaced):
+        full = _violations(target)
+        assert full, target
+        assert _violations(target, base) == full
+    fine = put_app(base, app("/g/c"), version=V1)
+    assert _violations(fine) == _violations(fine, base) == []
 
 
 # -- scaling proposition (SPEC.md 4.6) ---------------------------------------------

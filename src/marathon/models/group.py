@@ -54,10 +54,28 @@ class Group(Struct, frozen=True, kw_only=True):
             yield from g.transitive_groups()
 
     def app_map(self) -> dict[str, AppDefinition]:
-        return {a.id: a for a in self.transitive_apps()}
+        """app id -> app of the subtree.  Shared between callers: read only.
+
+        Remembered for the last few groups asked (by identity: a Group never
+        changes), since one update asks for the maps of the same two roots
+        several times.
+        """
+        key = id(self)
+        hit = _APP_MAPS.get(key)
+        if hit is not None and hit[0] is self:
+            return hit[1]
+        apps = {a.id: a for a in self.transitive_apps()}
+        if len(_APP_MAPS) >= _APP_MAPS_KEPT:
+            del _APP_MAPS[next(iter(_APP_MAPS))]
+        _APP_MAPS[key] = (self, apps)  # holds the group, so its id is not reused
+        return apps
 
     def exists(self, path: str) -> bool:
         return self.app(path) is not None or self.group(path) is not None
+
+
+_APP_MAPS_KEPT = 4
+_APP_MAPS: dict[int, tuple[Group, dict[str, AppDefinition]]] = {}
 
 
 def empty_root(version: str = "") -> Group:
@@ -134,7 +152,14 @@ def remove_app(root: Group, app_id: str, *, version: str) -> Group:
 
 
 def map_apps(group: Group, fn: Callable[[AppDefinition], AppDefinition]) -> Group:
-    """Apply `fn` to every app of the subtree (ids must not change)."""
+    """Apply `fn` to every app of the subtree (ids must not change).
+
+    A subtree where `fn` returned every app itself is returned as it was, so
+    an update keeps sharing what it did not touch (and later passes can
+    skip it by identity).
+    """
     apps = {aid: fn(a) for aid, a in group.apps.items()}
     groups = {gid: map_apps(g, fn) for gid, g in group.groups.items()}
+    if all(apps[k] is v for k, v in group.apps.items()) and all(groups[k] is v for k, v in group.groups.items()):
+        return group
     return structs.replace(group, apps=apps, groups=groups)

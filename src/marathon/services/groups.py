@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -67,9 +68,13 @@ class GroupManager:
         self._time_ms = time_ms
         self._config = config
         self._lock = trio.Lock()
+        self._queue: deque[_Pending] = deque()
         self._dirty = False
         self._root: Group = empty_root()
         self._apps: dict[str, AppDefinition] = {}
+        # The service ports of one root (by identity), kept up to date by
+        # each update instead of walking every app per request.
+        self._ports: tuple[Group, Counter[int]] | None = None
 
     @property
     def root(self) -> Group:
@@ -141,11 +146,11 @@ class GroupManager:
 
     # -- the update pipeline ------------------------------------------------------
 
-    def _next_version(self) -> str:
-        """Request time, strictly after the current root version (versions are keys)."""
+    def _next_version(self, after: Group) -> str:
+        """Request time, strictly after the root `after` (versions are keys)."""
         now = self._time_ms()
-        if self.root.version:
-            now = max(now, parse_ms(self.root.version) + 1)
+        if after.version:
+            now = max(now, parse_ms(after.version) + 1)
         return format_ms(now)
 
     async def update(
@@ -166,20 +171,29 @@ class GroupManager:
         runs once the change is stored, before `group_change_success` is
         published (the API's `api_post_event` comes first, as in Marathon).
         `guard(changes)` may refuse the change by raising (authorization).
+
+        Changes are applied one after the other, in the order they arrive;
+        those that arrive while one is being stored are applied together,
+        each to the root the previous one made, and stored in one commit.
         """
-        async with self._lock:
-            version = self._next_version()
-            if dry_run:
-                return self._prepare(change, version, restart, to_kill, guard)[1]
-            try:
-                return await self._update_locked(change, version, force, restart, to_kill, announce, guard)
-            except (AppLocked, Forbidden):
-                raise  # not a failed change: Marathon publishes nothing for these
-            except Exception as exc:
-                self._bus.publish(
-                    GroupChangeFailed(timestamp=self._bus.now(), group_id="/", version=version, reason=str(exc))
-                )
-                raise
+        if dry_run:
+            async with self._lock:
+                version = self._next_version(self.root)
+                return self._prepare(change, version, restart, to_kill, guard, self.root)[1]
+        req = _Pending(change, force, tuple(restart), to_kill, announce, guard)
+        self._queue.append(req)
+        try:
+            async with self._lock:
+                while not req.done:
+                    await self._apply_queued()
+        except BaseException:
+            if not req.done and req in self._queue:
+                self._queue.remove(req)
+            raise
+        if req.error is not None:
+            raise req.error
+        assert req.plan is not None
+        return req.plan
 
     def _prepare(
         self,
@@ -187,18 +201,19 @@ class GroupManager:
         version: str,
         restart: Sequence[str],
         to_kill: Mapping[str, list[str]] | None,
-        guard: Guard | None = None,
+        guard: Guard | None,
+        original: Group,
     ) -> tuple[Group, DeploymentPlan]:
         """The target root and its plan (nothing is stored); authorization
         (`guard`) and policy plugins are applied to what the change does."""
-        original = self.root
         target = change(original, version)
         target = planning.assign_service_ports(
-            original, target, port_min=self._config.local_port_min, port_max=self._config.local_port_max
+            original, target, port_min=self._config.local_port_min, port_max=self._config.local_port_max,
+            in_use=self._ports_of(original),
         )
         target = planning.stamp_versions(original, target, version, restart=restart)
         target = _with_root_version(target, version)
-        planning.validate_root(target)
+        planning.validate_root(target, original)
         if guard is not None or self._policy is not None:
             changes = planning.root_changes(original, target)
             if guard is not None:
@@ -218,12 +233,94 @@ class GroupManager:
         )
         return target, plan
 
+    def _failed(self, req: _Pending, version: str, exc: BaseException) -> None:
+        req.error, req.done = exc, True
+        if not isinstance(exc, AppLocked | Forbidden):  # Marathon publishes nothing for these
+            self._bus.publish(GroupChangeFailed(timestamp=self._bus.now(), group_id="/", version=version, reason=str(exc)))
+
+    async def _apply_queued(self) -> None:
+        """Stage the queued changes in order on the current root, commit them
+        together, then install each root and start each deployment in order.
+
+        A change that touches an app of a deployment staged in this same
+        batch waits for the next batch, where it sees that deployment running
+        (409, or cancels it with `force`), exactly as if it had come alone.
+        """
+        root = self.root
+        limit = self._config.max_running_deployments
+        running = len(self._deployments.running())
+        staged: list[_Staged] = []
+        staged_apps: set[str] = set()
+        doomed: set[str] = set()  # deployments that forced changes of this batch cancel
+        while self._queue:
+            req = self._queue[0]
+            version = self._next_version(root)
+            try:
+                if running + len(staged) >= limit:
+                    raise TooManyDeployments(limit)
+                target, plan = self._prepare(req.change, version, req.restart, req.to_kill, req.guard, root)
+                if staged and not staged_apps.isdisjoint(plan.affected_apps):
+                    break
+                conflicts = [c for c in self._deployments.conflicts(plan.affected_apps) if c not in doomed]
+                if conflicts and not req.force:
+                    raise AppLocked(conflicts)
+            except Exception as exc:
+                self._queue.popleft()
+                self._failed(req, version, exc)
+                continue
+            self._queue.popleft()
+            old_apps = root.app_map()
+            changed = [a for a in target.transitive_apps() if (o := old_apps.get(a.id)) is not a and o != a]
+            removed = old_apps.keys() - target.app_map().keys()
+            self._ports_after(root, target, changed, removed)
+            staged.append(_Staged(req, root, target, plan, changed, removed, conflicts))
+            staged_apps.update(plan.affected_apps)
+            doomed.update(conflicts)
+            root = target
+        if not staged:
+            return
+
+        ops = []
+        for st in staged:
+            ops += self._repo.root_ops(st.target, st.changed)
+            ops.append(self._repo.deployment_put(st.plan))
+            ops.extend(self._repo.deployment_delete(c) for c in st.conflicts)
+        try:
+            await self._repo.commit(ops)
+        except Exception as exc:
+            for st in staged:
+                self._failed(st.req, st.target.version, exc)
+            return
+        except BaseException:
+            # Not stored (a commit that started always finishes): the changes
+            # go back to the front of the queue for whoever holds the lock next.
+            self._queue.extendleft(st.req for st in reversed(staged))
+            raise
+
+        with trio.CancelScope(shield=True):  # stored: now make it so in memory, whatever happens
+            for st in staged:
+                for c in st.conflicts:
+                    await self._deployments.cancel(c, CANCELLED)
+                old_apps = st.original.app_map()
+                for app in st.changed:
+                    verb = "created" if app.id not in old_apps else "updated"
+                    log.info("app %s app=%s version=%s instances=%d", verb, app.id, app.version, app.instances)
+                for app_id in st.removed:
+                    log.info("app deleted app=%s", app_id)
+                self.root = st.target
+                self._dirty = True
+                self._deployments.start(st.plan, st.original, st.target)
+                if st.req.announce is not None:
+                    st.req.announce(st.target)
+                self._bus.publish(GroupChangeSuccess(timestamp=self._bus.now(), group_id="/", version=st.target.version))
+                st.req.plan, st.req.done = st.plan, True
+
     async def update_without_deployment(self, change: Change) -> str:
         """Store a change that must not deploy anything (e.g. `PATCH /v2/groups`
         changing `enforceRole`); refused if it would change any app.  Returns
         the new root version."""
         async with self._lock:
-            version = self._next_version()
+            version = self._next_version(self.root)
             target = _with_root_version(change(self.root, version), version)
             if target.app_map() != self.root.app_map():
                 raise ValueError("update_without_deployment must not change apps")
@@ -234,46 +331,55 @@ class GroupManager:
             self._bus.publish(GroupChangeSuccess(timestamp=self._bus.now(), group_id="/", version=version))
             return version
 
-    async def _update_locked(
-        self,
-        change: Change,
-        version: str,
-        force: bool,
-        restart: Sequence[str],
-        to_kill: Mapping[str, list[str]] | None,
-        announce: Callable[[Group], None] | None = None,
-        guard: Guard | None = None,
-    ) -> DeploymentPlan:
-        limit = self._config.max_running_deployments
-        if len(self._deployments.running()) >= limit:
-            raise TooManyDeployments(limit)
-        original = self.root
-        target, plan = self._prepare(change, version, restart, to_kill, guard)
-        conflicts = self._deployments.conflicts(plan.affected_apps)
-        if conflicts and not force:
-            raise AppLocked(conflicts)
+    def _ports_of(self, root: Group) -> Counter[int]:
+        if self._ports is None or self._ports[0] is not root:
+            self._ports = (root, planning.service_ports_in_use(root))
+        return self._ports[1]
 
+    def _ports_after(self, original: Group, target: Group, changed: list[AppDefinition], removed: set[str]) -> None:
+        """Carry the port count of `original` over to `target` by the change alone."""
+        if self._ports is None or self._ports[0] is not original:
+            return  # computed from scratch when next needed
+        count = self._ports[1]
         old_apps = original.app_map()
-        changed = [a for a in target.transitive_apps() if old_apps.get(a.id) != a]
-        ops = self._repo.root_ops(target, changed)
-        ops.append(self._repo.deployment_put(plan))
-        ops.extend(self._repo.deployment_delete(c) for c in conflicts)
-        await self._repo.commit(ops)
+        gone = [old_apps[i] for i in removed] + [o for a in changed if (o := old_apps.get(a.id)) is not None]
+        for a in gone:
+            for p in a.service_ports:
+                if p:
+                    count[p] -= 1
+                    if count[p] <= 0:
+                        del count[p]
+        for a in changed:
+            count.update(p for p in a.service_ports if p)
+        self._ports = (target, count)
 
-        for c in conflicts:
-            await self._deployments.cancel(c, CANCELLED)
-        for app in changed:
-            verb = "created" if app.id not in old_apps else "updated"
-            log.info("app %s app=%s version=%s instances=%d", verb, app.id, app.version, app.instances)
-        for app_id in old_apps.keys() - {a.id for a in target.transitive_apps()}:
-            log.info("app deleted app=%s", app_id)
-        self.root = target
-        self._dirty = True
-        self._deployments.start(plan, original, target)
-        if announce is not None:
-            announce(target)
-        self._bus.publish(GroupChangeSuccess(timestamp=self._bus.now(), group_id="/", version=version))
-        return plan
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    """A change waiting for its turn (`update()`)."""
+
+    change: Change
+    force: bool
+    restart: Sequence[str]
+    to_kill: Mapping[str, list[str]] | None
+    announce: Callable[[Group], None] | None
+    guard: Guard | None
+    done: bool = False
+    plan: DeploymentPlan | None = None
+    error: BaseException | None = None
+
+
+@dataclass(slots=True)
+class _Staged:
+    """A change applied in memory, waiting for its batch's commit."""
+
+    req: _Pending
+    original: Group
+    target: Group
+    plan: DeploymentPlan
+    changed: list[AppDefinition]
+    removed: set[str]
+    conflicts: list[str]
 
 
 def _with_root_version(root: Group, version: str) -> Group:

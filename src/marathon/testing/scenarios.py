@@ -165,7 +165,11 @@ def s2(
     one group POST, each app one instance on simulated agents."""
     master = f"sim://{agents}?cpus=64&mem=262144"
     out: dict[str, Any] = {"apps": apps, "concurrency": concurrency, "group_apps": group_apps}
-    with _server(data_dir, master) as m:
+    # Each POST is a deployment of its own, and they arrive faster than they
+    # finish: Marathon's default limit (100 at once) would refuse the burst
+    # with 403s, so the scenario raises it, as an operator expecting one would.
+    limit = ["--max_running_deployments", str(max(100, apps))]
+    with _server(data_dir, master, limit) as m:
         assert m.proc is not None
         pid = m.proc.pid
         # Per-app deployment time: from the POST to the deployment gone from

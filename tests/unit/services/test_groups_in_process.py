@@ -68,3 +68,40 @@ async def test_group_delete_stops_everything_below_it(autojump_clock):
         assert len(m.running("/prod/db/db")) == 2
         groups = (await m.client.get("/v2/groups/prod", params={"embed": "group.groups"})).json()
         assert [g["id"] for g in groups["groups"]] == ["/prod/db"]
+
+
+async def test_service_port_count_follows_every_kind_of_change(autojump_clock):
+    """The groups service carries its service-port count from root to root;
+    after creates, port changes, group posts and deletes it must equal a
+    fresh count of the stored root, and no port is ever given twice."""
+    from marathon.planning import service_ports_in_use
+
+    async with InProcess.start(agents=3) as m:
+        groups = m.services.groups
+
+        async def check() -> None:
+            await m.settle()
+            root = groups.root
+            assert groups._ports_of(root) == service_ports_in_use(root)
+            ports = [p for a in root.transitive_apps() for p in a.service_ports]
+            assert len(ports) == len(set(ports)) and 0 not in ports
+
+        for i in range(3):
+            r = await m.client.post("/v2/apps", json=app(f"/p/a{i}", instances=0, portDefinitions=[{"port": 0}, {"port": 0}]))
+            assert r.status_code == 201, r.text
+            await check()
+        r = await m.client.put("/v2/apps/p/a1", json={"portDefinitions": [{"port": 0}]})
+        assert r.status_code == 200, r.text
+        await check()
+        r = await m.client.post("/v2/groups", json={"id": "/q", "apps": [app("a", instances=0), app("b", instances=0)]})
+        assert r.status_code == 201, r.text
+        await check()
+        r = await m.client.delete("/v2/apps/p/a0")
+        assert r.status_code == 200, r.text
+        await check()
+        r = await m.client.delete("/v2/groups/q")
+        assert r.status_code == 200, r.text
+        await check()
+        r = await m.client.post("/v2/apps", json=app("/p/a9", instances=0))
+        assert r.status_code == 201, r.text
+        await check()
