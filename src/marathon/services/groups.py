@@ -1,11 +1,13 @@
 """The groups service: owner of the current root group and of every change to it.
 
-All changes go through `update()`, one at a time (SPEC.md 4.1): apply the
+All changes go through `update()`, in arrival order (SPEC.md 4.1): apply the
 change to the current root, assign service ports, stamp versions, validate
-the whole tree, compute the plan, check it against running deployments, then
+what changed, compute the plan, check it against running deployments, then
 commit the new app versions, the root version, the plan and the root pointer
 in ONE atomic store commit.  Only after that is the new root swapped in and
-the deployment started.  A request refused at any point leaves the stored
+the deployment started.  Changes that queue while one is being stored are
+staged the same way, each on the root the previous one made, and share one
+commit (group commit).  A request refused at any point leaves the stored
 state and the in-memory root exactly as they were.
 """
 
