@@ -189,15 +189,23 @@ async def test_changes_queued_meanwhile_are_stored_in_one_commit_in_order(autoju
 
 
 async def test_forced_change_behind_a_batch_cancels_what_the_batch_started(autojump_clock):
+    from marathon.models.events import DeploymentFailed, DeploymentSuccess
+
     async with InProcess.start(sim=SimConfig(agents=3, start_delay=5)) as m:
-        outcomes, _ = await _batch_of(m, [
+        ended: dict[str, str] = {}
+        m.services.bus.add_observer(
+            lambda e: ended.setdefault(e.id, type(e).__name__) if isinstance(e, DeploymentFailed | DeploymentSuccess) else None
+        )
+        outcomes, commits = await _batch_of(m, [
             (_definition("/b/one"), False),
             (_definition("/b/one", instances=2), True),
         ])
         _, one, forced = outcomes
         assert not isinstance(one, Exception) and not isinstance(forced, Exception), outcomes
+        assert commits == [1, 1, 1]  # the forced change waited for the next batch
         await m.settle()
-        assert m.services.deployments.get(one.id) is None
+        # It cancelled the deployment its batch-mate started, and its own finished.
+        assert ended[one.id] == "DeploymentFailed" and ended[forced.id] == "DeploymentSuccess"
         assert len(m.running("/b/one")) == 2
 
 
