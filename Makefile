@@ -17,7 +17,7 @@ ARGS ?=
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(PY) pyproject.toml setup.py src/marathon/_core.pyx $(wildcard plugins/*/pyproject.toml)
+$(STAMP): $(PY) pyproject.toml setup.py src/marathon/_core.pyx src/marathon/agent/_spawn.pyx $(wildcard plugins/*/pyproject.toml)
 	$(PIP) install -q --disable-pip-version-check --upgrade pip setuptools wheel "cython>=3.0"
 	CFLAGS="$(CORE_CFLAGS)" $(PIP) install -q --no-build-isolation -e ".[test]"
 	$(PIP) install -q --no-build-isolation -e plugins/marathon-auth-basic -e plugins/marathon-policy-allowlist -e plugins/marathon-env-injector
@@ -50,4 +50,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks plugins
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info src/marathon/_core.c src/marathon/_core*.so
+	rm -rf $(VENV) build src/*.egg-info src/marathon/_core.c src/marathon/_core*.so src/marathon/agent/_spawn.c src/marathon/agent/_spawn*.so

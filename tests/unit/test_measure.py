@@ -6,7 +6,14 @@ import os
 
 import pytest
 
-from marathon.testing.measure import cpu_seconds, peak_rss_mib, percentile, raw_spawn_rate
+from marathon.testing.measure import (
+    cpu_seconds,
+    filesystem_of,
+    peak_rss_mib,
+    percentile,
+    raw_spawn_rate,
+    sandbox_spawn_rate,
+)
 
 
 def test_percentile_is_nearest_rank():
@@ -30,3 +37,30 @@ def test_cpu_and_memory_of_this_process():
 def test_raw_spawn_rate_starts_and_reaps_every_child():
     result = raw_spawn_rate(20)
     assert result["spawn_per_s"] > 0 and result["kill_per_s"] > 0
+
+
+def test_sandbox_spawn_rate_cleans_up_its_children_and_files(tmp_path):
+    children_before = _children()
+    assert sandbox_spawn_rate(20, tmp_path) > 0
+    assert list(tmp_path.iterdir()) == []
+    assert _children() == children_before
+
+
+def _children() -> set[int]:
+    me = str(os.getpid())
+    out = set()
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                with open(f"/proc/{p}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1] == me:
+                out.add(int(p))
+    return out
+
+
+def test_filesystem_of_names_the_mount_a_path_is_on():
+    assert filesystem_of("/proc/self") == "proc"
+    assert filesystem_of("/") != "unknown"

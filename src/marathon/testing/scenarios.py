@@ -26,7 +26,16 @@ from typing import Any
 import httpx
 
 from . import MarathonProcess, pid_alive, wait_for
-from .measure import Poller, cpu_seconds, peak_rss_mib, percentile, raw_spawn_rate, wrk
+from .measure import (
+    Poller,
+    cpu_seconds,
+    filesystem_of,
+    peak_rss_mib,
+    percentile,
+    raw_spawn_rate,
+    sandbox_spawn_rate,
+    wrk,
+)
 
 
 def _server(data_dir: Path, master: str | None, extra: list[str] | None = None, **kwargs: Any) -> MarathonProcess:
@@ -273,11 +282,13 @@ def _bare_rate(script: Path, seconds: int, connections: int) -> dict[str, float]
 
 def s6(data_dir: Path, *, instances: int = 1000, timeout: float = 600.0) -> dict[str, Any]:
     """`instances` real `sleep` processes through the embedded agent, against
-    this machine's raw posix_spawn rate measured just before; then scale to 0."""
-    out: dict[str, Any] = {"instances": instances}
+    this machine's raw posix_spawn rate measured just before (bare, and with
+    the sandbox files on `data_dir`'s file system); then scale to 0."""
+    out: dict[str, Any] = {"instances": instances, "data_dir_fs": filesystem_of(data_dir)}
     raw = raw_spawn_rate(instances)
     out["raw_spawn_per_s"] = round(raw["spawn_per_s"])
     out["raw_kill_per_s"] = round(raw["kill_per_s"])
+    out["raw_sandbox_spawn_per_s"] = round(sandbox_spawn_rate(instances, data_dir))
     resources = f"cpus:{max(64, instances)};mem:{max(65536, instances * 64)};disk:100000"
     app = {"id": "/s6/sleepers", "cmd": "sleep 3600", "cpus": 0.01, "mem": 8, "disk": 0, "instances": instances,
            "portDefinitions": []}
@@ -286,6 +297,7 @@ def s6(data_dir: Path, *, instances: int = 1000, timeout: float = 600.0) -> dict
         out["running_s"] = burst["running_s"]
         out["spawn_per_s"] = round(instances / burst["running_s"])
         out["vs_raw"] = round(out["spawn_per_s"] / out["raw_spawn_per_s"], 3)
+        out["vs_raw_sandbox"] = round(out["spawn_per_s"] / out["raw_sandbox_spawn_per_s"], 3)
         out["cpu_s"] = burst["cpu_s"]
         tasks = m.running_tasks(app["id"])
         assert len(tasks) == instances
@@ -321,10 +333,11 @@ def main() -> None:
     parser.add_argument("--agents", type=int)
     parser.add_argument("--apps", type=int)
     parser.add_argument("--group-apps", type=int)
+    parser.add_argument("--data-dir-base", help="where the temporary data dir goes (e.g. /dev/shm)")
     ns = parser.parse_args()
     kwargs = {k: v for k, v in (("instances", ns.instances), ("agents", ns.agents), ("apps", ns.apps),
                                 ("group_apps", ns.group_apps)) if v is not None}
-    with tempfile.TemporaryDirectory(prefix=f"marathon-{ns.scenario}-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"marathon-{ns.scenario}-", dir=ns.data_dir_base) as tmp:
         if ns.scenario == "s1":
             kwargs["progress"] = True
         result = {"s1": s1, "s2": s2, "s6": s6}[ns.scenario](Path(tmp), **kwargs)

@@ -1,0 +1,215 @@
+"""How a task's process is started: the compiled posix_spawn path next to Popen.
+
+Both paths must leave the process in the same state (working directory,
+session, descriptors, signal dispositions, environment), a plain command
+must run without a shell in between, and anything the shell would
+interpret must still go through `/bin/sh -c`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import trio
+from agent_helpers import make_task, pid_alive, sandbox_of, task_pids, wait_until
+
+from marathon.agent import executor
+from marathon.agent.executor import Executor, plain_command
+
+PURE = os.environ.get("MARATHON_PUREPYTHON", "") in ("1", "true", "yes")
+
+# What the child reports about itself: cwd, session and group ids, open
+# descriptors, ignored and blocked signals, and its environment.
+_PROBE = (
+    'echo "cwd=$(pwd -P)"; '
+    'echo "ids=$(ps -o sid=,pgid= -p $$ | tr -s " ")"; '
+    'echo "fds=$(ls /proc/$$/fd | sort -n | tr "\\n" " ")"; '
+    'echo "stdin=$(readlink /proc/$$/fd/0)"; '
+    'grep -E "^(SigIgn|SigBlk)" /proc/$$/status; '
+    'env | grep -v "^_=" | sort'
+)
+
+
+def test_the_compiled_spawn_is_loaded_unless_the_reference_is_forced():
+    if PURE:
+        assert executor._posix_spawn is None
+    else:
+        assert executor._posix_spawn is not None, (
+            "marathon.agent._spawn did not load; build it with `pip install -e .`")
+        assert executor._posix_spawn.__module__ == "marathon.agent._spawn"
+
+
+def _probe(tmp_path: Path, name: str, spawn) -> dict[str, str]:
+    sandbox = tmp_path / name
+    sandbox.mkdir()
+    (sandbox / "stdout").write_bytes(b"kept\n")  # appended to, never truncated
+    env = {"PATH": os.environ["PATH"], "MESOS_SANDBOX": str(sandbox), "ODD": "a b=c"}
+    leak_r, leak_w = os.pipe()  # not close-on-exec: must not reach the task
+    os.set_inheritable(leak_r, True)
+    old = signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python has it
+    try:
+        pid, _ = spawn(["/bin/sh", "-c", _PROBE], "/bin/sh", env, sandbox, {})
+    finally:
+        signal.signal(signal.SIGPIPE, old)
+        os.close(leak_r)
+        os.close(leak_w)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lines = (sandbox / "stdout").read_text().splitlines()
+    assert lines[0] == "kept"
+    out = dict(line.split("=", 1) if "=" in line else line.split(":", 1) for line in lines[1:])
+    out = {k: v.strip() for k, v in out.items()}
+    sid, pgid = out.pop("ids").split()
+    assert sid == pgid == str(pid), "the task leads its own session and group"
+    assert out.pop("cwd") == str(sandbox.resolve())
+    out.pop("MESOS_SANDBOX")
+    out.pop("PWD")
+    return out
+
+
+@pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
+def test_compiled_spawn_leaves_the_process_as_popen_does(tmp_path, monkeypatch):
+    compiled = _probe(tmp_path, "compiled", Executor._exec)
+    monkeypatch.setattr(executor, "_posix_spawn", None)
+    popen = _probe(tmp_path, "popen", Executor._exec)
+    assert compiled["fds"] == popen["fds"] == "0 1 2 3", "stdio and the pipe of $(...) only"
+    assert compiled["stdin"] == "/dev/null"
+    # glibc's posix_spawn leaves its two internal signals (32, 33) ignored;
+    # every signal a program can catch is at its default, SIGPIPE included.
+    assert int(compiled.pop("SigIgn"), 16) & ~((1 << 31) | (1 << 32)) == 0
+    assert int(popen.pop("SigIgn"), 16) == 0
+    assert compiled == popen
+
+
+@pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
+def test_compiled_spawn_reports_what_went_wrong(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        Executor._exec(["x"], str(tmp_path / "missing"), {}, tmp_path, {})
+    with pytest.raises(FileNotFoundError):
+        Executor._exec(["true"], "/bin/true", {}, tmp_path / "no-such-sandbox", {})
+    with pytest.raises(ValueError):
+        Executor._exec(["true"], "/bin/true", {"A": "nul\0byte"}, tmp_path, {})
+
+
+@pytest.mark.parametrize("command, words", [
+    ("sleep 3600", ["sleep", "3600"]),
+    ("  python3 -m http.server  8080 ", ["python3", "-m", "http.server", "8080"]),
+    ("java -Dx=y -Xmx512m -jar app.jar", ["java", "-Dx=y", "-Xmx512m", "-jar", "app.jar"]),
+    ("curl user@host:80/a,b%2F+c", ["curl", "user@host:80/a,b%2F+c"]),
+])
+def test_plain_commands_are_words(command, words):
+    assert plain_command(command) == words
+
+
+@pytest.mark.parametrize("command", [
+    "echo hi",  # a builtin
+    "cd /tmp",
+    "exit 3",
+    "FOO=1 env",  # an assignment
+    "./run.sh",  # a path: relative to the sandbox, let the shell resolve it
+    "sleep $DELAY",
+    "sleep 1; sleep 2",
+    "sleep 1 && true",
+    "cat *.txt",
+    "ls ~",
+    "echo 'a b'",
+    'echo "a"',
+    "sleep 1 > out",
+    "sleep 1 # comment",
+    "sleep\t1",
+    "sleep 1\nsleep 2",
+    "(sleep 1)",
+    "{ sleep 1; }",
+    "sleep 1 &",
+    "if true",
+    "",
+])
+def test_anything_the_shell_would_interpret_is_not_plain(command):
+    assert plain_command(command) is None
+
+
+def _proc(pid: int, name: str) -> bytes:
+    with open(f"/proc/{pid}/{name}", "rb") as f:
+        return f.read()
+
+
+async def test_a_plain_command_runs_without_a_shell_in_between(start_agent, tmp_path):
+    driver, rec = await start_agent()
+    plain = make_task(driver.agent_id, command="sleep 1000")
+    shell = make_task(driver.agent_id, command="sleep 1000; true")
+    driver.launch([plain, shell])
+    for t in (plain, shell):
+        await rec.wait(t.task_id, "TASK_RUNNING")
+    await wait_until(lambda: len(task_pids(plain.task_id)) == 1 and len(task_pids(shell.task_id)) == 2)
+    leader = driver.executor.task_pid(plain.task_id)
+    assert task_pids(plain.task_id) == [leader]
+    assert _proc(leader, "cmdline") == b"sleep\x001000\x00"
+    environ = _proc(leader, "environ").split(b"\0")
+    assert f"PWD={sandbox_of(tmp_path / 'agent', plain.task_id)}".encode() in environ
+    driver.kill([plain.task_id, shell.task_id])
+    for t in (plain, shell):
+        assert (await rec.terminal(t.task_id)).state == "TASK_KILLED"
+    assert not pid_alive(leader)
+
+
+async def test_a_script_without_an_interpreter_line_still_runs_through_the_shell(start_agent, tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "hello-script"
+    script.write_text("echo from the script\n")  # no #!: execve says ENOEXEC
+    script.chmod(0o755)
+    driver, rec = await start_agent()
+    t = make_task(driver.agent_id, command="hello-script",
+                  env={"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    driver.launch([t])
+    final = await rec.terminal(t.task_id)
+    assert final.state == "TASK_FINISHED", final.message
+    assert (sandbox_of(tmp_path / "agent", t.task_id) / "stdout").read_text() == "from the script\n"
+
+
+async def test_a_command_not_on_the_path_fails_as_the_shell_says(start_agent, tmp_path):
+    driver, rec = await start_agent()
+    t = make_task(driver.agent_id, command="no-such-program-here 1")
+    driver.launch([t])
+    final = await rec.terminal(t.task_id)
+    assert final.state == "TASK_FAILED"
+    assert final.exit_code == 127
+    assert "not found" in (sandbox_of(tmp_path / "agent", t.task_id) / "stderr").read_text()
+
+
+async def test_a_burst_is_spawned_in_shares_and_every_task_hears_its_verdict(start_agent, tmp_path):
+    driver, rec = await start_agent()
+    good = [make_task(driver.agent_id, command="sleep 1000", cpus=0.001, mem=1) for _ in range(60)]
+    bad = [make_task(driver.agent_id, argv=[str(tmp_path / "missing")], cpus=0.001, mem=1)
+           for _ in range(5)]
+    driver.launch(good[:30] + bad + good[30:])
+    for t in good:
+        await rec.wait(t.task_id, "TASK_RUNNING")
+    for t in bad:
+        assert (await rec.terminal(t.task_id)).state == "TASK_FAILED"
+    driver.kill([t.task_id for t in good])
+    for t in good:
+        assert (await rec.terminal(t.task_id)).state == "TASK_KILLED"
+
+
+async def test_a_spawn_still_queued_when_cancelled_is_withdrawn():
+    started: list[str] = []
+    limiter = trio.CapacityLimiter(1)
+    spawner = executor._Spawner(lambda t: started.append(t), limiter, chunk=1)
+    async with trio.open_nursery() as nursery:
+        await limiter.acquire_on_behalf_of("holder")  # no share can start yet
+        nursery.start_soon(spawner.run)
+        async with trio.open_nursery() as waiting:
+            waiting.start_soon(spawner.spawn, "withdrawn")
+            await trio.testing.wait_all_tasks_blocked()
+            assert list(spawner._queue) == ["withdrawn"]
+            waiting.cancel_scope.cancel()
+        assert not spawner._queue and not spawner._waiting
+        limiter.release_on_behalf_of("holder")
+        with trio.fail_after(30):
+            await spawner.spawn("spawned")
+        assert started == ["spawned"]
+        nursery.cancel_scope.cancel()
