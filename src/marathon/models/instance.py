@@ -115,7 +115,7 @@ def condition_of(state: str, reason: str | None = None, message: str = "") -> st
     return "Dropped"
 
 
-class TaskStatus(Struct, frozen=True, kw_only=True):
+class TaskStatus(Struct, frozen=True, kw_only=True, gc=False):
     """A status update from an agent, as the cluster driver delivers it."""
 
     task_id: str
@@ -131,7 +131,7 @@ class TaskStatus(Struct, frozen=True, kw_only=True):
     ip_addresses: list[str] = []
 
 
-class Task(Struct, frozen=True, kw_only=True):
+class Task(Struct, frozen=True, kw_only=True, gc=False):
     """The current (or last) task of an instance."""
 
     task_id: str
@@ -145,7 +145,7 @@ class Task(Struct, frozen=True, kw_only=True):
     healthy: bool | None = None
 
 
-class InstanceState(Struct, frozen=True, kw_only=True):
+class InstanceState(Struct, frozen=True, kw_only=True, gc=False):
     condition: ConditionName
     since: int  # ms, when the condition last changed
     goal: GoalName = "Running"
@@ -153,7 +153,7 @@ class InstanceState(Struct, frozen=True, kw_only=True):
     healthy: bool | None = None
 
 
-class Instance(Struct, frozen=True, kw_only=True):
+class Instance(Struct, frozen=True, kw_only=True, gc=False):
     instance_id: str
     run_spec_id: str
     run_spec_version: str

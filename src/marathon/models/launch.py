@@ -14,7 +14,7 @@ from msgspec import Struct
 Limit = float | Literal["unlimited"] | None
 
 
-class FetchUri(Struct, frozen=True, kw_only=True):
+class FetchUri(Struct, frozen=True, kw_only=True, gc=False):
     uri: str
     extract: bool = True
     executable: bool = False
@@ -22,7 +22,7 @@ class FetchUri(Struct, frozen=True, kw_only=True):
     dest_path: str | None = None
 
 
-class AgentHealthCheck(Struct, frozen=True, kw_only=True):
+class AgentHealthCheck(Struct, frozen=True, kw_only=True, gc=False):
     """A health check the agent runs next to the task (Marathon's Mesos-level
     checks: COMMAND, MESOS_HTTP, MESOS_HTTPS, MESOS_TCP; SPEC.md 6.4).
 
@@ -42,7 +42,7 @@ class AgentHealthCheck(Struct, frozen=True, kw_only=True):
     delay_seconds: float = 15.0
 
 
-class TaskLaunch(Struct, frozen=True, kw_only=True):
+class TaskLaunch(Struct, frozen=True, kw_only=True, gc=False):
     task_id: str
     instance_id: str
     app_id: str

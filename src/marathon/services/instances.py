@@ -49,6 +49,7 @@ from .events import EventBus
 log = logging.getLogger("marathon.instances")
 
 _UNREACHABLE = frozenset({"Unreachable", "UnreachableInactive"})
+_CHANGED = (Updated, Expunged)  # built once: `A | B` makes a new union object per use
 
 
 def _op_instance_id(op: Operation) -> str:
@@ -268,7 +269,7 @@ class InstanceTracker:
                     overlay[iid] = eff.instance
                 elif isinstance(eff, Expunged):
                     overlay[iid] = None
-                if isinstance(op, StatusUpdate) and isinstance(eff, Updated | Expunged):
+                if isinstance(op, StatusUpdate) and isinstance(eff, _CHANGED):
                     failure = self._task_failure_of(eff, op)
                     if failure is not None:
                         failures[failure.app_id] = failure
@@ -338,7 +339,7 @@ class InstanceTracker:
                 n += 1
                 if n % YIELD_EVERY == 0:
                     await trio.lowlevel.checkpoint()
-                if isinstance(eff, Updated | Expunged):
+                if isinstance(eff, _CHANGED):
                     inst = eff.instance
                     prev = eff.previous if isinstance(eff, Updated) else None
                     touched.add(inst.run_spec_id)
@@ -380,6 +381,10 @@ class InstanceTracker:
             if ev is not None:
                 ev.set()
         for listener in self._listeners:
+            # Each listener sees the whole batch (some count per batch), and
+            # the loop gets a turn in between: each is a pass over 20,000
+            # effects at the top of a burst.
+            await trio.lowlevel.checkpoint()
             try:
                 listener(effects)
             except Exception:

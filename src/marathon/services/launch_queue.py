@@ -69,16 +69,17 @@ class LaunchQueue:
         state = InstanceState(condition=Condition.SCHEDULED, since=now, goal=Goal.RUNNING)
         role = app.role if app.role is not UNSET else "*"
         ops = []
-        for n, instance_id in enumerate(new_instance_ids(app.id, count), 1):
-            ops.append(Schedule(Instance(
-                instance_id=instance_id,
-                run_spec_id=app.id,
-                run_spec_version=app.version,  # type: ignore[arg-type]
-                state=state,
-                role=role,  # type: ignore[arg-type]
-            )))
-            if n % YIELD_EVERY == 0:
+        for start in range(0, count, YIELD_EVERY):
+            if start:
                 await trio.lowlevel.checkpoint()
+            for instance_id in new_instance_ids(app.id, min(YIELD_EVERY, count - start)):
+                ops.append(Schedule(Instance(
+                    instance_id=instance_id,
+                    run_spec_id=app.id,
+                    run_spec_version=app.version,  # type: ignore[arg-type]
+                    state=state,
+                    role=role,  # type: ignore[arg-type]
+                )))
         await self._tracker.process(ops)
         return [op.instance for op in ops]
 
@@ -117,6 +118,8 @@ class LaunchQueue:
     def _on_effects(self, effects: Sequence[Effect]) -> None:
         now = self._time_ms()
         wake = False
+        # A batch is mostly many instances of a few apps: look each app up once.
+        apps: dict[str, tuple[AppDefinition, tuple[str, str]] | None] = {}
         for eff in effects:
             if isinstance(eff, Expunged):
                 wake = True
@@ -130,10 +133,15 @@ class LaunchQueue:
             cond = inst.state.condition
             if cond == prev.state.condition:
                 continue
-            app = self._app(inst.run_spec_id)
-            if app is None:
+            run_spec_id = inst.run_spec_id
+            if run_spec_id in apps:
+                found = apps[run_spec_id]
+            else:
+                app = self._app(run_spec_id)
+                found = apps[run_spec_id] = None if app is None else (app, config_key(app))
+            if found is None:
                 continue
-            key = config_key(app)
+            app, key = found
             if inst.run_spec_version < key[1]:
                 continue  # an instance of an older config: its failures say nothing about this one
             if cond in BACKOFF_FAILURE:

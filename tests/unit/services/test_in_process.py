@@ -103,3 +103,36 @@ async def test_tasks_report_their_agents_address_without_any_dns(autojump_clock)
         assert by_host == {
             f"sim-{i}.local": [{"ipAddress": f"10.0.0.{i}", "protocol": "IPv4"}] for i in range(3)
         }
+
+
+async def test_a_large_pass_reaches_the_driver_in_slices_with_every_launch_once(autojump_clock):
+    async with InProcess.start(sim=SimConfig(agents=20, cpus=100, mem=1_000_000)) as m:
+        calls: list[int] = []
+        launch = m.driver.launch
+
+        def counting(tasks):
+            calls.append(len(tasks))
+            launch(tasks)
+
+        m.driver.launch = counting
+        r = await m.client.post("/v2/apps", json={**APP, "cpus": 0.1, "mem": 1, "instances": 1234})
+        assert r.status_code == 201
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.running("/svc")) == 1234
+        assert sum(calls) == 1234 and max(calls) <= 500 and len(calls) >= 3
+        assert len(set(m.driver.live_task_ids())) == 1234
+
+
+def test_instance_records_are_not_tracked_by_the_cyclic_collector():
+    import gc
+
+    from marathon.models.instance import Instance, InstanceState, Task, TaskStatus
+    from marathon.models.launch import TaskLaunch
+
+    inst = Instance(instance_id="a.instance-1", run_spec_id="/a", run_spec_version="v",
+                    state=InstanceState(condition="Running", since=0),
+                    task=Task(task_id="t", condition="Running"))
+    launch = TaskLaunch(task_id="t", instance_id="i", app_id="/a", agent_id="x", shell=True, command="c")
+    status = TaskStatus(task_id="t", state="TASK_RUNNING")
+    assert not any(gc.is_tracked(o) for o in (inst, inst.state, inst.task, launch, status))
