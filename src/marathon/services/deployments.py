@@ -106,12 +106,44 @@ class DeploymentManager:
         self._deadline = progress_deadline_seconds
         self._running: dict[str, RunningDeployment] = {}
         self._nursery: trio.Nursery | None = None
+        # Ended deployments whose records wait to be deleted, each with the
+        # event its deployment waits on and where the outcome goes.
+        self._deletions: list[tuple[str, trio.Event, list[Exception | None]]] = []
+        self._deletions_wakeup = trio.Event()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            nursery.start_soon(self._store_deletions)
             task_status.started()
             await trio.sleep_forever()
+
+    async def _delete_record(self, plan_id: str) -> None:
+        """Delete the deployment's stored record; raises what storing raised."""
+        entry: tuple[str, trio.Event, list[Exception | None]] = (plan_id, trio.Event(), [])
+        self._deletions.append(entry)
+        self._deletions_wakeup.set()
+        await entry[1].wait()
+        if entry[2][0] is not None:
+            raise entry[2][0]
+
+    async def _store_deletions(self) -> None:
+        """Group commit of deleted records: every deployment that ends while
+        one commit is stored shares the next (S2 ends 1,000 deployments in
+        a few seconds; one commit each queued the store behind them)."""
+        while True:
+            await self._deletions_wakeup.wait()
+            self._deletions_wakeup = trio.Event()
+            batch, self._deletions = self._deletions, []
+            error: Exception | None = None
+            try:
+                with trio.CancelScope(shield=True):
+                    await self._repo.commit([self._repo.deployment_delete(plan_id) for plan_id, _, _ in batch])
+            except Exception as exc:
+                error = exc
+            for _, done, outcome in batch:
+                outcome.append(error)
+                done.set()
 
     # -- queries ----------------------------------------------------------------
 
@@ -176,7 +208,7 @@ class DeploymentManager:
                     await self._run_steps(run, pj)
                     watchdog.cancel_scope.cancel()
                 run.current_actions = []
-                await self._repo.commit([self._repo.deployment_delete(plan.id)])
+                await self._delete_record(plan.id)
                 self._bus.publish(DeploymentSuccess(timestamp=self._bus.now(), id=plan.id, plan=pj))
                 log.info("deployment finished id=%s", plan.id)
             if run.cancel_scope.cancelled_caught:

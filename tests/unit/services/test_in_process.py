@@ -136,3 +136,36 @@ def test_instance_records_are_not_tracked_by_the_cyclic_collector():
     launch = TaskLaunch(task_id="t", instance_id="i", app_id="/a", agent_id="x", shell=True, command="c")
     status = TaskStatus(task_id="t", state="TASK_RUNNING")
     assert not any(gc.is_tracked(o) for o in (inst, inst.state, inst.task, launch, status))
+
+
+async def test_deployments_that_end_together_delete_their_records_in_one_commit(autojump_clock):
+    async with InProcess.start(agents=4) as m:
+        repo = m.services.deployments._repo
+        real_commit = repo.commit
+        gate = trio.Event()
+        deletes: list[int] = []
+
+        async def gated_commit(ops):
+            n = sum(1 for op in ops if op.key.startswith("deployments/") and type(op).__name__ == "Delete")
+            if n:
+                deletes.append(n)
+                if len(deletes) == 1:
+                    await gate.wait()
+            return await real_commit(ops)
+
+        repo.commit = gated_commit
+        try:
+            for i in range(5):
+                r = await m.client.post("/v2/apps", json={**APP, "id": f"/many/app-{i}", "instances": 1})
+                assert r.status_code == 201
+            with trio.fail_after(600):
+                while len(m.services.deployments._deletions) < 4:
+                    await trio.sleep(0.1)
+            gate.set()
+            with trio.fail_after(600):
+                await m.settle()
+        finally:
+            repo.commit = real_commit
+        assert deletes == [1, 4]
+        assert await repo.load_deployments() == []
+        assert (await m.client.get("/v2/deployments")).json() == []
