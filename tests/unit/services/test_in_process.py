@@ -159,8 +159,7 @@ async def test_deployments_that_end_together_delete_their_records_in_one_commit(
                 r = await m.client.post("/v2/apps", json={**APP, "id": f"/many/app-{i}", "instances": 1})
                 assert r.status_code == 201
             with trio.fail_after(600):
-                while len(m.services.deployments._deletions) < 4:
-                    await trio.sleep(0.1)
+                await m.wait_until(lambda: len(m.services.deployments._deletions) == 4)
             gate.set()
             with trio.fail_after(600):
                 await m.settle()
