@@ -86,6 +86,8 @@ class Config:
     agent_cgroups: str = field(default="auto", metadata={"help": "auto | off: cpu/memory limits of tasks through cgroups."})
     placement_strategy: str = field(default="binpack", metadata={"help": "binpack | spread | firstfit (an app may override it with the label MARATHON_PLACEMENT_STRATEGY)."})
     launch_batch_size: int = field(default=20000, metadata={"help": "Most instances placed and launched in one scheduling pass."})
+    launch_tokens: int = field(default=100, metadata={"help": "Launch throttle: launches allowed before more tokens arrive (reset to this every refresh interval; every instance that becomes running gives one back)."})
+    launch_token_refresh_interval: int = field(default=30000, metadata={"help": "Milliseconds between resets of the launch tokens to --launch_tokens."})
 
     # -- plugins ------------------------------------------------------------
     plugin_dir: str | None = field(default=None, metadata={"help": "Directory of plugin modules (with --plugin_conf)."})
@@ -145,6 +147,8 @@ class Config:
             raise ConfigError("--http_server must be builtin or hypercorn")
         if self.store not in ("sqlite", "memory"):
             raise ConfigError("--store must be sqlite or memory")
+        if self.launch_tokens < 1 or self.launch_token_refresh_interval < 1:
+            raise ConfigError("--launch_tokens and --launch_token_refresh_interval must be positive")
         if not 0 < self.local_port_min <= self.local_port_max <= 65535:
             raise ConfigError("--local_port_min/--local_port_max must form a port range")
         if self.plugin_dir and not self.plugin_conf:

@@ -270,6 +270,8 @@ async def start_services(
             accepted_resource_roles_default_behavior=config.accepted_resource_roles_default_behavior,
         ),
         batch_size=config.launch_batch_size,
+        launch_tokens=config.launch_tokens,
+        launch_token_refresh_ms=config.launch_token_refresh_interval,
         env_vars_prefix=config.env_vars_prefix,
         adjust=_task_adjuster(pm) if loaded.has("marathon_task_adjust") else None,
     )

@@ -87,6 +87,8 @@ def test_info_and_leader(server):
     assert info["name"] == "marathon" and info["elected"] is True
     assert info["leader"] == f"127.0.0.1:{server.port}"
     assert info["http_config"]["http_port"] == server.port
+    config = info["marathon_config"]
+    assert (config["launch_token"], config["launch_token_refresh_interval"]) == (100, 30000)
     assert server.client.get("/v2/leader").json() == {"leader": f"127.0.0.1:{server.port}"}
 
 

@@ -32,6 +32,8 @@ def test_invalid_flag_value_exits_112():
     assert r.returncode == 112 and "not an integer" in r.stderr
     r = run("serve", "--enable_features", "teleport")
     assert r.returncode == 112 and "teleport" in r.stderr
+    r = run("serve", "--launch_tokens", "0")
+    assert r.returncode == 112 and "--launch_tokens" in r.stderr
 
 
 def test_flag_given_twice_ways_is_an_error(monkeypatch):

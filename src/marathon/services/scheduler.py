@@ -13,18 +13,18 @@ periodically, since free ports on the machine can change on their own.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 import trio
 from msgspec import UNSET
 
 from .. import matching
 from ..cluster import ClusterDriver
-from ..instance_update import ChangeGoal, Provision, Updated
+from ..instance_update import ChangeGoal, Effect, Provision, Updated
 from ..models import pathid
 from ..models.app import AppDefinition
 from ..models.group import Group
-from ..models.instance import Goal, Instance
+from ..models.instance import Condition, Goal, Instance
 from ..models.launch import TaskLaunch
 from ..task_builder import build_launch
 from ._pacing import YIELD_EVERY
@@ -50,6 +50,8 @@ class Scheduler:
         time_ms: Callable[[], int],
         match_config: matching.MatchConfig,
         batch_size: int = 20000,
+        launch_tokens: int | None = None,
+        launch_token_refresh_ms: int = 30000,
         env_vars_prefix: str | None = None,
         adjust: Callable[[AppDefinition, TaskLaunch], TaskLaunch] | None = None,
     ) -> None:
@@ -67,6 +69,17 @@ class Scheduler:
         self._wake = trio.Event()
         self._unplaced = False
         self._more = False
+        # Launch tokens (Marathon's throttle): a pass launches at most as
+        # many instances as there are tokens; the count is reset to
+        # `launch_tokens` every refresh interval, and every instance that
+        # becomes running (and is not unhealthy) gives one back, so the rate
+        # follows how fast the cluster starts what it is sent.  None: off.
+        self._token_limit = launch_tokens
+        self._token_refresh = launch_token_refresh_ms / 1000.0
+        self.tokens = launch_tokens
+        self._awaiting_tokens = False  # the last pass left instances for lack of tokens
+        if launch_tokens is not None:
+            tracker.add_listener(self._on_effects)
         self.passes = 0
         self.launched = 0
         # Agents that were considered for an instance and could not take it
@@ -77,7 +90,37 @@ class Scheduler:
         self._wake.set()
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
+        async with trio.open_nursery() as nursery:
+            if self._token_limit is not None:
+                nursery.start_soon(self._refresh_tokens)
+            task_status.started()
+            await self._loop()
+
+    async def _refresh_tokens(self) -> None:
+        while True:
+            await trio.sleep(self._token_refresh)
+            self._give_tokens(None)
+
+    def _give_tokens(self, count: int | None) -> None:
+        """`count` more tokens, or (None) back to the full count."""
+        assert self.tokens is not None and self._token_limit is not None
+        self.tokens = self._token_limit if count is None else self.tokens + count
+        if self._awaiting_tokens and self.tokens > 0:
+            self._awaiting_tokens = False
+            self.wake()
+
+    def _on_effects(self, effects: Sequence[Effect]) -> None:
+        given = 0
+        for eff in effects:
+            if isinstance(eff, Updated):
+                state, prev = eff.instance.state, eff.previous
+                if (state.condition == Condition.RUNNING and state.healthy is not False
+                        and (prev is None or prev.state.condition != Condition.RUNNING)):
+                    given += 1
+        if given:
+            self._give_tokens(given)
+
+    async def _loop(self) -> None:
         while True:
             now = self._time_ms()
             timeout = float("inf")
@@ -101,11 +144,16 @@ class Scheduler:
         requests: list[matching.PlacementRequest] = []
         definition_of: dict[str, AppDefinition] = {}  # instance id -> the definition it runs
         orphans = []
-        budget = self._batch_size
+        budget = self._batch_size if self.tokens is None else min(self._batch_size, self.tokens)
+        # Out of tokens is not "more to do at once": the next pass waits for
+        # tokens to come back (`_give_tokens` wakes it).
+        by_tokens = self.tokens is not None and self.tokens < self._batch_size
         self._more = False
+        self._awaiting_tokens = False
         for app_id, instances in self._tracker.scheduled().items():
             if budget <= 0:
-                self._more = True
+                self._more = not by_tokens
+                self._awaiting_tokens = by_tokens
                 break
             app = root.app(app_id)
             if app is None:
@@ -115,7 +163,8 @@ class Scheduler:
                 continue
             existing = self._tracker.of_app(app_id)
             if len(instances) > budget:
-                self._more = True
+                self._more = not by_tokens
+                self._awaiting_tokens = by_tokens
             for definition, group in await self._by_definition(app, instances[:budget]):
                 ids = [i.instance_id for i in group]
                 budget -= len(ids)
@@ -177,6 +226,10 @@ class Scheduler:
             if n % YIELD_EVERY == YIELD_EVERY - 1:
                 # Thousands of launches are built here: let requests in between.
                 await trio.lowlevel.checkpoint()
+        if self.tokens is not None:
+            # Spent before anything is sent: the first statuses may come
+            # back (and give tokens back) while later slices are still going.
+            self.tokens -= len(launches)
         # In slices: a driver's launch is synchronous work per task (the
         # embedded agent starts a trio task each, the simulator books
         # resources and answers), and 20,000 at once held the loop ~150 ms.

@@ -83,7 +83,13 @@ def s1(
     app = {"id": "/s1/burst", "cmd": "sleep 3600", "cpus": 1.0, "mem": 128, "instances": instances,
            "portDefinitions": [{"port": 0}]}
     out: dict[str, Any] = {"instances": instances, "agents": agents}
-    with _server(data_dir, master, extra_args) as m:
+    # Marathon's launch throttle (100 tokens) would meter the burst out at the
+    # pace tasks come up; the scenario measures the pipeline, so it gives one
+    # token per instance unless the caller sets --launch_tokens itself.
+    extra = list(extra_args or [])
+    if "--launch_tokens" not in extra:
+        extra += ["--launch_tokens", str(instances)]
+    with _server(data_dir, master, extra) as m:
         out.update(_burst(m, app, interval=0.05, timeout=timeout))
         out["scheduled_per_s"] = round(instances / out["scheduled_s"])
         m.wait_deployments_done(timeout=timeout)
@@ -177,7 +183,8 @@ def s2(
     # Each POST is a deployment of its own, and they arrive faster than they
     # finish: Marathon's default limit (100 at once) would refuse the burst
     # with 403s, so the scenario raises it, as an operator expecting one would.
-    limit = ["--max_running_deployments", str(max(100, apps))]
+    # Likewise the launch throttle: one token per instance of the scenario.
+    limit = ["--max_running_deployments", str(max(100, apps)), "--launch_tokens", str(max(apps, group_apps, 100))]
     with _server(data_dir, master, limit) as m:
         assert m.proc is not None
         pid = m.proc.pid
@@ -292,7 +299,8 @@ def s6(data_dir: Path, *, instances: int = 1000, timeout: float = 600.0) -> dict
     resources = f"cpus:{max(64, instances)};mem:{max(65536, instances * 64)};disk:100000"
     app = {"id": "/s6/sleepers", "cmd": "sleep 3600", "cpus": 0.01, "mem": 8, "disk": 0, "instances": instances,
            "portDefinitions": []}
-    with _server(data_dir, None, ["--agent_resources", resources, "--agent_cgroups", "off"]) as m:
+    with _server(data_dir, None, ["--agent_resources", resources, "--agent_cgroups", "off",
+                                  "--launch_tokens", str(max(100, instances))]) as m:
         burst = _burst(m, app, interval=0.02, timeout=timeout)
         out["running_s"] = burst["running_s"]
         out["spawn_per_s"] = round(instances / burst["running_s"])

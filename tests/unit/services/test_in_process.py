@@ -168,3 +168,29 @@ async def test_deployments_that_end_together_delete_their_records_in_one_commit(
         assert deletes == [1, 4]
         assert await repo.load_deployments() == []
         assert (await m.client.get("/v2/deployments")).json() == []
+
+
+async def test_launch_tokens_meter_launches_and_come_back_as_tasks_run(autojump_clock):
+    # Tasks take 100 s to come up: only the refresh (every 30 s) gives tokens.
+    sim = SimConfig(agents=4, cpus=100, start_delay=100)
+    async with InProcess.start(sim=sim, launch_tokens=10, launch_token_refresh_interval=30_000) as m:
+        r = await m.client.post("/v2/apps", json={**APP, "cpus": 0.1, "mem": 1, "instances": 35})
+        assert r.status_code == 201
+        await trio.sleep(1)
+        assert m.driver.launched == 10 and m.services.scheduler.tokens == 0
+        await trio.sleep(30)  # one refresh: ten more
+        assert m.driver.launched == 20
+        await trio.sleep(60)  # two more refreshes: the last 15
+        assert m.driver.launched == 35
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.running("/svc")) == 35
+
+    # Tasks that come up at once give their tokens back at once: no refresh needed.
+    async with InProcess.start(sim=SimConfig(agents=4, cpus=100), launch_tokens=10,
+                               launch_token_refresh_interval=3_600_000) as m:
+        r = await m.client.post("/v2/apps", json={**APP, "cpus": 0.1, "mem": 1, "instances": 35})
+        with trio.fail_after(60):
+            await m.settle()
+        assert len(m.running("/svc")) == 35
+        assert m.services.scheduler.passes >= 4
