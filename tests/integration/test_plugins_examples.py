@@ -278,6 +278,11 @@ def test_event_stream_shows_each_user_only_its_apps(server, as_user, world):
         wait_for(lambda a=a: "status_update_event" in streams["admin"].about(a), timeout=60, message=f"{a} running")
     wait_for(lambda: "status_update_event" in streams["dev"].about("/dev/ev"), timeout=30, message="dev sees its app")
     wait_for(lambda: "status_update_event" in streams["prod"].about("/prod/ev"), timeout=30, message="prod sees its app")
+    # A deployment's success is published once its record is deleted from
+    # the store, which may come after the task's status update: wait for it.
+    for u, a in (("dev", "/dev/ev"), ("prod", "/prod/ev")):
+        wait_for(lambda u=u, a=a: "deployment_success" in streams[u].about(a), timeout=30,
+                 message=f"{u} sees its deployment end")
     dev_text = json.dumps(streams["dev"].events)
     prod_text = json.dumps(streams["prod"].events)
     assert not ids_in(dev_text), dev_text
