@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -103,7 +104,11 @@ def info_json(ctx: ApiContext) -> dict:
 async def info(request: Request) -> Response:
     ctx: ApiContext = request.app.state.ctx
     ctx.auth.check_system(request, "ViewResource", "SystemConfig")
-    return json_response(info_json(ctx))
+    # Everything in it is fixed for the life of the process: encode it once.
+    body = getattr(request.app.state, "info_body", None)
+    if body is None:
+        body = request.app.state.info_body = msgspec.json.encode(info_json(ctx))
+    return json_response(body)
 
 
 async def leader(request: Request) -> Response:
