@@ -40,6 +40,21 @@ def service_ports_in_use(root: Group) -> Counter[int]:
     return Counter(p for a in root.transitive_apps() for p in _service_ports(a) if p)
 
 
+def update_service_ports_in_use(
+    count: Counter[int], gone: Iterable[AppDefinition], added: Iterable[AppDefinition]
+) -> None:
+    """Carry `count` (`service_ports_in_use`) over a change in place: the
+    apps `gone` (removed, or the old versions of changed ones) no longer use
+    their ports, the apps `added` (new or new versions) do."""
+    for a in gone:
+        for p in _service_ports(a):
+            if p:
+                count[p] -= 1
+                if count[p] <= 0:
+                    del count[p]
+    count.update(p for a in added for p in _service_ports(a) if p)
+
+
 def assign_service_ports(
     original: Group,
     target: Group,

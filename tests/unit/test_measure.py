@@ -12,7 +12,6 @@ from marathon.testing.measure import (
     peak_rss_mib,
     percentile,
     raw_spawn_rate,
-    sandbox_spawn_rate,
 )
 
 
@@ -39,9 +38,9 @@ def test_raw_spawn_rate_starts_and_reaps_every_child():
     assert result["spawn_per_s"] > 0 and result["kill_per_s"] > 0
 
 
-def test_sandbox_spawn_rate_cleans_up_its_children_and_files(tmp_path):
+def test_spawn_rate_with_sandboxes_cleans_up_its_children_and_files(tmp_path):
     children_before = _children()
-    assert sandbox_spawn_rate(20, tmp_path) > 0
+    assert raw_spawn_rate(20, sandboxes=tmp_path)["spawn_per_s"] > 0
     assert list(tmp_path.iterdir()) == []
     assert _children() == children_before
 

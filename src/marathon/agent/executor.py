@@ -206,8 +206,6 @@ class _Spawner:
         self._queue: collections.deque[_Task] = collections.deque()
         self._waiting: dict[_Task, tuple[trio.Event, list[BaseException | None]]] = {}
         self._wakeup = trio.Event()
-        # The spawner holds `limiter` itself (one token per share in flight).
-        self._no_limit = trio.CapacityLimiter(1_000_000)
 
     async def spawn(self, t: _Task) -> None:
         """Spawn `t`; raises what spawning it raised."""
@@ -249,7 +247,9 @@ class _Spawner:
         errors: dict[_Task, BaseException] = {}
         try:
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._spawn_all, batch, errors, limiter=self._no_limit)
+                # (At most `limiter`'s count of these run at once, well under
+                # trio's default thread limit.)
+                await trio.to_thread.run_sync(self._spawn_all, batch, errors)
         finally:
             self._limiter.release_on_behalf_of(token)
             for t in batch:
@@ -1056,13 +1056,9 @@ def plain_command(command: str) -> list[str] | None:
 def _which(name: str, path: str) -> str | None:
     """`name` looked up in `path` like the shell does; None if any entry is
     relative (it would depend on the working directory) or nothing matches."""
-    for entry in path.split(":"):
-        if not entry.startswith("/"):
-            return None
-        candidate = os.path.join(entry, name)
-        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    if any(not entry.startswith("/") for entry in path.split(":")):
+        return None
+    return shutil.which(name, path=path)
 
 
 def _user_options(user: str | None, sandbox: Path) -> dict[str, object]:

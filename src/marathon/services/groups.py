@@ -345,14 +345,7 @@ class GroupManager:
         count = self._ports[1]
         old_apps = original.app_map()
         gone = [old_apps[i] for i in removed] + [o for a in changed if (o := old_apps.get(a.id)) is not None]
-        for a in gone:
-            for p in a.service_ports:
-                if p:
-                    count[p] -= 1
-                    if count[p] <= 0:
-                        del count[p]
-        for a in changed:
-            count.update(p for p in a.service_ports if p)
+        planning.update_service_ports_in_use(count, gone, changed)
         self._ports = (target, count)
 
 

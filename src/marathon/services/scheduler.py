@@ -97,15 +97,14 @@ class Scheduler:
             await self._loop()
 
     async def _refresh_tokens(self) -> None:
+        assert self._token_limit is not None
         while True:
             await trio.sleep(self._token_refresh)
-            self._give_tokens(None)
+            self._set_tokens(self._token_limit)
 
-    def _give_tokens(self, count: int | None) -> None:
-        """`count` more tokens, or (None) back to the full count."""
-        assert self.tokens is not None and self._token_limit is not None
-        self.tokens = self._token_limit if count is None else self.tokens + count
-        if self._awaiting_tokens and self.tokens > 0:
+    def _set_tokens(self, tokens: int) -> None:
+        self.tokens = tokens
+        if self._awaiting_tokens and tokens > 0:
             self._awaiting_tokens = False
             self.wake()
 
@@ -118,7 +117,8 @@ class Scheduler:
                         and (prev is None or prev.state.condition != Condition.RUNNING)):
                     given += 1
         if given:
-            self._give_tokens(given)
+            assert self.tokens is not None
+            self._set_tokens(self.tokens + given)
 
     async def _loop(self) -> None:
         while True:
@@ -146,7 +146,7 @@ class Scheduler:
         orphans = []
         budget = self._batch_size if self.tokens is None else min(self._batch_size, self.tokens)
         # Out of tokens is not "more to do at once": the next pass waits for
-        # tokens to come back (`_give_tokens` wakes it).
+        # tokens to come back (`_set_tokens` wakes it).
         by_tokens = self.tokens is not None and self.tokens < self._batch_size
         self._more = False
         self._awaiting_tokens = False

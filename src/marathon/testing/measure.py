@@ -134,43 +134,28 @@ def wrk(url: str, *, seconds: int = 5, connections: int = 8, threads: int = 1) -
     return result
 
 
-def raw_spawn_rate(count: int, *, argv: tuple[str, ...] = ("sleep", "3600")) -> dict[str, float]:
+def raw_spawn_rate(count: int, *, argv: tuple[str, ...] = ("sleep", "3600"),
+                   sandboxes: Path | None = None) -> dict[str, float]:
     """This machine's rate of starting long-lived children with posix_spawn
-    (no sandbox, no bookkeeping), and of killing them: the S6 baseline."""
+    (no bookkeeping), and of killing them: the S6 baseline.
+
+    With `sandboxes`, each child also gets what any Mesos-style agent must
+    give a task: its own directory there and stdout/stderr files in it
+    (opened by the child), so the difference from the bare rate is the cost
+    of three new inodes per task on that file system.
+    """
     path = shutil.which(argv[0])
     if path is None:
         raise RuntimeError(f"{argv[0]} not found")
-    pids: list[int] = []
-    started = time.perf_counter()
-    try:
-        for _ in range(count):
-            pids.append(os.posix_spawn(path, list(argv), os.environ))
-        spawned = time.perf_counter() - started
-    finally:
-        kill_started = time.perf_counter()
-        for pid in pids:
-            os.kill(pid, 9)
-        for pid in pids:
-            os.waitpid(pid, 0)
-        killed = time.perf_counter() - kill_started
-    return {"spawn_per_s": count / spawned, "kill_per_s": count / killed if pids else 0.0}
-
-
-def sandbox_spawn_rate(count: int, base: Path, *, argv: tuple[str, ...] = ("sleep", "3600")) -> float:
-    """The raw rate again, but each child given what any Mesos-style agent
-    must give a task: its own directory under `base` and stdout/stderr
-    files in it (opened by the child).  The
-    difference from `raw_spawn_rate` is the file system's cost of creating
-    three inodes per task, which differs a lot between disks and tmpfs."""
-    path = shutil.which(argv[0])
-    if path is None:
-        raise RuntimeError(f"{argv[0]} not found")
-    root = Path(tempfile.mkdtemp(prefix="raw-sandboxes-", dir=base))
-    pids: list[int] = []
+    root = Path(tempfile.mkdtemp(prefix="raw-sandboxes-", dir=sandboxes)) if sandboxes is not None else None
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    pids: list[int] = []
     started = time.perf_counter()
     try:
         for i in range(count):
+            if root is None:
+                pids.append(os.posix_spawn(path, list(argv), os.environ))
+                continue
             sandbox = root / str(i)
             sandbox.mkdir()
             actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
@@ -179,12 +164,15 @@ def sandbox_spawn_rate(count: int, base: Path, *, argv: tuple[str, ...] = ("slee
             pids.append(os.posix_spawn(path, list(argv), os.environ, file_actions=actions, setsid=True))
         spawned = time.perf_counter() - started
     finally:
+        kill_started = time.perf_counter()
         for pid in pids:
             os.kill(pid, 9)
         for pid in pids:
             os.waitpid(pid, 0)
-        shutil.rmtree(root, ignore_errors=True)
-    return count / spawned
+        killed = time.perf_counter() - kill_started
+        if root is not None:
+            shutil.rmtree(root, ignore_errors=True)
+    return {"spawn_per_s": count / spawned, "kill_per_s": count / killed if pids else 0.0}
 
 
 def filesystem_of(path: str | Path) -> str:

@@ -28,7 +28,10 @@ _PROBE = (
     'echo "ids=$(ps -o sid=,pgid= -p $$ | tr -s " ")"; '
     'echo "fds=$(ls /proc/$$/fd | sort -n | tr "\\n" " ")"; '
     'echo "stdin=$(readlink /proc/$$/fd/0)"; '
-    'grep -E "^(SigIgn|SigBlk)" /proc/$$/status; '
+    # Read by the shell itself: while it forks a child (grep, say) dash
+    # blocks every signal for a moment, and a child reading /proc/<shell>
+    # then would see that, not what the task was started with.
+    'while read -r k v; do case $k in SigIgn:|SigBlk:) echo "$k$v";; esac; done < /proc/$$/status; '
     'env | grep -v "^_=" | sort'
 )
 
@@ -188,6 +191,15 @@ async def test_a_command_not_on_the_path_fails_as_the_shell_says(start_agent, tm
 
 async def test_a_burst_is_spawned_in_shares_and_every_task_hears_its_verdict(start_agent, tmp_path):
     driver, rec = await start_agent()
+    spawner = driver.executor._spawner
+    shares: list[int] = []
+    spawn_all = spawner._spawn_all
+
+    def recording(batch, errors):
+        shares.append(len(batch))
+        spawn_all(batch, errors)
+
+    spawner._spawn_all = recording
     good = [make_task(driver.agent_id, command="sleep 1000", cpus=0.001, mem=1) for _ in range(60)]
     bad = [make_task(driver.agent_id, argv=[str(tmp_path / "missing")], cpus=0.001, mem=1)
            for _ in range(5)]
@@ -196,6 +208,8 @@ async def test_a_burst_is_spawned_in_shares_and_every_task_hears_its_verdict(sta
         await rec.wait(t.task_id, "TASK_RUNNING")
     for t in bad:
         assert (await rec.terminal(t.task_id)).state == "TASK_FAILED"
+    # 65 launches, 8 threads: shares of several tasks each, never over 32.
+    assert sum(shares) == 65 and max(shares) <= 32 and len(shares) < 65
     driver.kill([t.task_id for t in good])
     for t in good:
         assert (await rec.terminal(t.task_id)).state == "TASK_KILLED"
