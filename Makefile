@@ -15,6 +15,7 @@ ARGS ?=
 .PHONY: run test test-slow bench lint setup system-deps clean
 
 $(PY):
+	./scripts/install-system-deps.sh build $(PYTHON)
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(PY) pyproject.toml setup.py src/marathon/_core.pyx src/marathon/agent/_spawn.pyx $(wildcard plugins/*/pyproject.toml)

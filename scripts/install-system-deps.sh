@@ -4,15 +4,31 @@
 # the package is installed when the probe path does not exist.  Add a line
 # here when a feature starts using a new system component; never rely on
 # what a given machine happens to have.
+#
+# `install-system-deps.sh build [python]` checks only what building the
+# package needs (a C compiler, the interpreter's headers and venv module):
+# the Makefile runs it before it creates the venv, for `make run` too.
 set -eu
 
-NEEDS="
+if [ "${1:-}" = build ]; then
+    PY=${2:-python3.11}
+    INCLUDE=$("$PY" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    VER=$("$PY" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    if "$PY" -c 'import ensurepip' 2>/dev/null; then VENV_PROBE=/; else VENV_PROBE=/nonexistent; fi
+    NEEDS="
+/usr/bin/gcc gcc
+$INCLUDE/Python.h python$VER-dev
+$VENV_PROBE python$VER-venv
+"
+else
+    NEEDS="
 /usr/bin/pgrep procps
 /usr/bin/carbon-cache graphite-carbon
 /usr/lib/python3/dist-packages/whisper.py python3-whisper
 /usr/sbin/haproxy haproxy
 /usr/bin/wrk wrk
 "
+fi
 
 missing=""
 echo "$NEEDS" | while read -r probe pkg; do
