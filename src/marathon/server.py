@@ -23,6 +23,7 @@ import trio
 from msgspec import UNSET
 
 from . import httpserver, matching
+from .agent.machine import ephemeral_port_range, overlapping
 from .api import build_app
 from .api._auth import Auth
 from .api._context import ApiContext
@@ -170,11 +171,19 @@ def make_driver(config: Config, time_ms: Callable[[], int]) -> ClusterDriver:
     """The cluster driver named by `--master`."""
     if config.master.startswith("sim://"):
         return SimDriver(parse_sim_master(config.master), time_ms=time_ms)
+    port_ranges = parse_port_ranges(config.agent_ports)
+    ephemeral = ephemeral_port_range()
+    if clash := overlapping(port_ranges, ephemeral):
+        log.warning(
+            "agent ports %s fall inside the kernel's ephemeral port range %d-%d (net.ipv4.ip_local_port_range): "
+            "a connection to a task that is still starting can connect to itself; keep --agent_ports below %d",
+            ",".join(f"{r.begin}-{r.end}" for r in clash), ephemeral.begin, ephemeral.end, ephemeral.begin,
+        )
     return LocalDriver(
         Path(config.data_dir) / "agent",
         hostname=config.hostname,
         resources=parse_resources(config.agent_resources) if config.agent_resources else None,
-        port_ranges=parse_port_ranges(config.agent_ports),
+        port_ranges=port_ranges,
         attributes=parse_attributes(config.agent_attributes) if config.agent_attributes else [],
         cgroups=config.agent_cgroups,
         time_ms=time_ms,

@@ -8,13 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from marathon.testing import MarathonProcess, free_port, pid_alive
-
-
-def _port_range(width: int = 40) -> str:
-    """A private host-port range per server so parallel servers never collide."""
-    base = 20000 + (free_port() % 20000)
-    return f"{base}-{base + width - 1}"
+from marathon.testing import MarathonProcess, pid_alive, private_port_range
 
 
 @pytest.fixture
@@ -25,7 +19,7 @@ def marathon_factory(tmp_path: Path) -> Iterator:
         m = MarathonProcess(
             tmp_path / name,
             args=["--agent_resources", "cpus:8;mem:4096;disk:4096", *(args or [])],
-            agent_ports=kw.pop("agent_ports", _port_range()),
+            agent_ports=kw.pop("agent_ports", private_port_range()),
             **kw,
         )
         started.append(m)

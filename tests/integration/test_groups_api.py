@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from marathon.testing import MarathonProcess, wait_for
+from marathon.testing import MarathonProcess, private_port_range, wait_for
 
-from .conftest import _port_range
 from .state_dump import dump_state
 
 
@@ -23,7 +22,7 @@ def _server(tmp_path_factory, name: str, resources: str):
     m = MarathonProcess(
         tmp_path_factory.mktemp(name),
         args=["--agent_resources", resources],
-        agent_ports=_port_range(),
+        agent_ports=private_port_range(),
     )
     m.start()
     return m

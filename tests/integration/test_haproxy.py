@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from marathon.testing import free_port, pid_alive, wait_for
+from marathon.testing import free_low_port, pid_alive, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed (scripts/install-system-deps.sh)")
 
@@ -48,19 +48,21 @@ def get(port: int, path: str = "/whoami", host: str | None = None, timeout: floa
 def answers(port: int, **kw) -> str | None:
     try:
         status, body = get(port, **kw)
-    except OSError:
+    except (OSError, http.client.HTTPException):
         return None
     return body if status == 200 else None
 
 
 def service_ports(n: int, avoid: str) -> list[int]:
-    """Free ports outside the server's agent port range."""
+    """Free ports below the ephemeral range and outside the server's agent port range.
+
+    Below the ephemeral range so that a connection to a port nobody listens on
+    (an app left out of the config) is refused rather than connected to itself.
+    """
     low, high = map(int, avoid.split("-"))
     out: list[int] = []
     while len(out) < n:
-        p = free_port()
-        if not low <= p <= high and p not in out:
-            out.append(p)
+        out.append(free_low_port(avoid={*range(low, high + 1), *out}))
     return out
 
 
@@ -184,7 +186,7 @@ def test_traffic_reaches_every_task_and_scaling_reloads_without_failed_requests(
                 results[body if status == 200 else f"HTTP {status}"] += 1
                 if status != 200:
                     errors.append(f"HTTP {status}")
-            except OSError as exc:
+            except (OSError, http.client.HTTPException) as exc:  # counted: the thread must not die silently
                 results["error"] += 1
                 errors.append(repr(exc))
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from marathon.testing import MarathonProcess, free_port, wait_for
+from marathon.testing import MarathonProcess, free_port, private_port_range, wait_for
 
 PASSWORDS = {user: f"pw-{user}-{secrets.token_hex(8)}" for user in ("dev", "prod", "admin")}
 ENV_CMD = 'echo "$INJECTED|$OVERRIDDEN" > $MESOS_SANDBOX/out; sleep 1000'
@@ -65,8 +65,7 @@ def conf(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, conf):
-    base = 20000 + free_port() % 20000
-    m = MarathonProcess(tmp_path_factory.mktemp("server"), agent_ports=f"{base}-{base + 39}",
+    m = MarathonProcess(tmp_path_factory.mktemp("server"), agent_ports=private_port_range(),
                         args=["--plugin_conf", str(conf), "--agent_resources", "cpus:8;mem:4096;disk:4096"])
     with m:
         yield m

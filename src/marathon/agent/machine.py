@@ -71,6 +71,33 @@ def detect_resources(work_dir: Path) -> Resources:
 # -- ports -----------------------------------------------------------------------
 
 
+def ephemeral_port_range(path: str = "/proc/sys/net/ipv4/ip_local_port_range") -> PortRange:
+    """The kernel's range for the source ports of outgoing connections.
+
+    A task port inside it can be picked as the *source* port of a connection
+    to that very port while the task is still starting; the connection then
+    reaches itself (TCP self-connect), and a proxy in front of the task gets
+    its own request back as the answer.  Agents keep task ports below it
+    (Mesos offers 31000-32000; Linux starts the range at 32768).
+    """
+    try:
+        with open(path) as f:
+            low, high = map(int, f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return PortRange(low, high)
+
+
+def overlapping(ranges: Iterable[PortRange], other: PortRange) -> list[PortRange]:
+    """The parts of `ranges` that fall inside `other`."""
+    out = []
+    for r in ranges:
+        lo, hi = max(r.begin, other.begin), min(r.end, other.end)
+        if lo <= hi:
+            out.append(PortRange(lo, hi))
+    return out
+
+
 def read_bound_ports(paths: Iterable[str] = _PROC_NET) -> set[int]:
     """Local ports of listening TCP sockets and of every bound UDP socket."""
     ports: set[int] = set()

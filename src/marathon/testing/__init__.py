@@ -14,26 +14,57 @@ SIGKILL if it does not go).  `kill()` is a `kill -9` for crash tests;
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 
+from ..agent.machine import ephemeral_port_range
+
 T = TypeVar("T")
 
-__all__ = ["MarathonProcess", "free_port", "wait_for", "pid_alive"]
+__all__ = ["MarathonProcess", "free_low_port", "free_port", "private_port_range", "wait_for", "pid_alive"]
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def private_port_range(width: int = 40) -> str:
+    """A host-port range for one test server's agent, below the ephemeral range.
+
+    A task port inside the kernel's ephemeral range can be taken as the
+    *source* port of a connection to it while the task is still starting, and
+    that connection then reaches itself (TCP self-connect): a proxy's request
+    comes back to it as the answer (`marathon serve` warns about such ranges).
+    """
+    low = ephemeral_port_range().begin
+    base = random.randrange(10000, max(low - width, 10001))
+    return f"{base}-{base + width - 1}"
+
+
+def free_low_port(avoid: Container[int] = ()) -> int:
+    """A free port below the ephemeral range (see `private_port_range`), not in `avoid`."""
+    low = ephemeral_port_range().begin
+    while True:
+        port = random.randrange(10000, low)
+        if port in avoid:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float = 0.05, message: str = "") -> T:

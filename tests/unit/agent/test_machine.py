@@ -74,3 +74,30 @@ def test_as_user_argv_runs_the_program_as_that_user(monkeypatch, setpriv):
     argv = machine.as_user_argv(nobody.pw_uid, nobody.pw_gid, [], ["id", "-u"])
     out = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     assert out.strip() == str(nobody.pw_uid)
+
+
+def test_ephemeral_port_range_is_read_from_the_kernel_setting(tmp_path):
+    setting = tmp_path / "ip_local_port_range"
+    setting.write_text("40000\t50000\n")
+    assert machine.ephemeral_port_range(str(setting)) == PortRange(40000, 50000)
+    assert machine.ephemeral_port_range(str(tmp_path / "missing")) == PortRange(32768, 60999)
+
+
+def test_overlapping_keeps_only_the_parts_inside_the_other_range():
+    ranges = [PortRange(31000, 32000), PortRange(32500, 33000), PortRange(61000, 61010)]
+    assert machine.overlapping(ranges, PortRange(32768, 60999)) == [PortRange(32768, 33000)]
+    assert machine.overlapping([PortRange(31000, 32000)], PortRange(32768, 60999)) == []
+
+
+def test_serve_warns_when_agent_ports_reach_into_the_ephemeral_range(tmp_path, caplog):
+    from marathon.config import Config
+    from marathon.server import make_driver
+
+    low = machine.ephemeral_port_range().begin
+    with caplog.at_level("WARNING", logger="marathon.server"):
+        make_driver(Config(data_dir=str(tmp_path / "a"), agent_ports=f"{low - 10}-{low + 5}"), time_ms=lambda: 0)
+    assert f"agent ports {low}-{low + 5} fall inside the kernel's ephemeral port range" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="marathon.server"):
+        make_driver(Config(data_dir=str(tmp_path / "b"), agent_ports=f"{low - 100}-{low - 1}"), time_ms=lambda: 0)
+    assert "ephemeral" not in caplog.text
