@@ -780,6 +780,10 @@ class Executor:
         that spawned it and is about to wait for it: it is only reaped once
         it has stayed a zombie for a while (a daemon that left its group).
         """
+        if machine.exited_child() is None:
+            # Nothing to reap, and the scan below would read /proc for every
+            # child not watched yet (hundreds, in the middle of a burst).
+            return
         now = time.monotonic()
         seen: dict[tuple[int, int], float] = {}
         for pid in machine.own_children():

@@ -214,6 +214,18 @@ def own_children() -> list[int]:
     return pids
 
 
+def exited_child() -> int | None:
+    """The pid of a child of ours that has exited and is not reaped yet, if any.
+
+    Only a peek (WNOWAIT): the child stays a zombie for whoever waits for it.
+    """
+    try:
+        info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return None  # no children at all
+    return None if info is None else info.si_pid
+
+
 def reap_group(pgid: int) -> None:
     """Reap every exited child of ours in process group `pgid` (never blocks)."""
     while True:

@@ -6,6 +6,7 @@ import os
 import pwd
 import socket
 import subprocess
+import sys
 
 import pytest
 
@@ -101,3 +102,27 @@ def test_serve_warns_when_agent_ports_reach_into_the_ephemeral_range(tmp_path, c
     with caplog.at_level("WARNING", logger="marathon.server"):
         make_driver(Config(data_dir=str(tmp_path / "b"), agent_ports=f"{low - 100}-{low - 1}"), time_ms=lambda: 0)
     assert "ephemeral" not in caplog.text
+
+
+PEEK = """
+import os, time
+from marathon.agent.machine import exited_child
+assert exited_child() is None                      # no children at all
+running = os.posix_spawn("/bin/sleep", ["sleep", "30"], {})
+assert exited_child() is None                      # a child, none exited
+done = os.posix_spawn("/bin/true", ["true"], {})
+deadline = time.monotonic() + 30
+while exited_child() is None and time.monotonic() < deadline:
+    time.sleep(0.01)                               # nothing to wait on but the peek itself
+assert exited_child() == done
+assert exited_child() == done                      # a peek: still there to be reaped
+assert os.waitpid(done, 0)[0] == done
+os.kill(running, 9); os.waitpid(running, 0)
+print("ok")
+"""
+
+
+def test_exited_child_peeks_without_reaping():
+    # In a fresh interpreter: this test process may hold other tests' zombies.
+    out = subprocess.run([sys.executable, "-c", PEEK], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "ok", out.stderr

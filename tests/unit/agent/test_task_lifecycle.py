@@ -291,3 +291,14 @@ async def test_a_full_channel_delays_statuses_but_never_drops_them(tmp_path):
             assert [s.state for s in received if s.task_id == t.task_id] == [
                 "TASK_STAGING", "TASK_STARTING", "TASK_RUNNING", "TASK_FINISHED"]
         nursery.cancel_scope.cancel()
+
+
+
+async def test_orphan_sweep_reaps_a_zombie_of_ours_at_once(start_agent):
+    driver, _ = await start_agent()
+    # A zombie child in a process group of ours (as a task's daemon leaves behind).
+    pid = os.posix_spawn("/bin/true", ["true"], dict(os.environ), setsid=True)  # noqa: ASYNC221 - instant
+    await wait_until(lambda: not pid_alive(pid) and os.path.exists(f"/proc/{pid}"))
+    driver.executor._remember_group(pid)
+    driver.executor._reap_orphans()
+    assert not os.path.exists(f"/proc/{pid}"), "the zombie was not reaped"  # noqa: ASYNC240
