@@ -17,7 +17,7 @@ from .errors import IllegalArgument, ValidationFailed, Violation
 from .models import pathid
 from .models.app import AppDefinition, VersionInfo, config_differs
 from .models.deployment import DeploymentAction, DeploymentPlan, DeploymentStep
-from .models.group import Group, map_apps
+from .models.group import Group, TreeDiff, diff, map_changed_apps
 
 # -- service ports (SPEC.md 8.4) ------------------------------------------------
 
@@ -71,21 +71,18 @@ def assign_service_ports(
     ports of `original` (`service_ports_in_use`), saves a walk of the tree
     when the caller keeps it.
     """
-    old_apps = original.app_map()
-    new_apps = target.app_map()
     # An app the change did not touch (the same object) was assigned before.
-    changed = [a for a in new_apps.values() if old_apps.get(a.id) is not a]
-    to_assign = [a for a in changed if 0 in _service_ports(a)]
+    changed = diff(original, target).changed_apps
+    to_assign = [(old, a) for old, a in changed if 0 in _service_ports(a)]
     if not to_assign:
         return target
     used = set(in_use if in_use is not None else service_ports_in_use(original))
-    for a in changed:
+    for _, a in changed:
         used.update(p for p in _service_ports(a) if p)
     free_iter = (p for p in range(port_min, port_max + 1) if p not in used)
     assigned: dict[str, AppDefinition] = {}
-    for app in sorted(to_assign, key=lambda a: a.id):
+    for old, app in sorted(to_assign, key=lambda pair: pair[1].id):
         ports = _service_ports(app)
-        old = old_apps.get(app.id)
         explicit = {p for p in ports if p}
         reusable = [p for p in (_service_ports(old) if old else []) if port_min <= p <= port_max and p not in explicit]
         new_ports = []
@@ -102,7 +99,7 @@ def assign_service_ports(
             used.add(nxt)
             new_ports.append(nxt)
         assigned[app.id] = _with_service_ports(app, new_ports)
-    return map_apps(target, lambda a: assigned.get(a.id, a))
+    return map_changed_apps(original, target, lambda old, a: assigned.get(a.id, a))
 
 
 # -- versioning (SPEC.md 2.9) ---------------------------------------------------
@@ -111,14 +108,13 @@ def assign_service_ports(
 def stamp_versions(
     original: Group, target: Group, version: str, *, restart: Iterable[str] = ()
 ) -> Group:
-    """Give every app of `target` its version and versionInfo for an update at `version`."""
-    old_apps = original.app_map()
+    """Give every app of `target` its version and versionInfo for an update at `version`.
+
+    Apps `target` shares with `original` keep theirs, except those in `restart`.
+    """
     restart_ids = set(restart)
 
-    def stamp(app: AppDefinition) -> AppDefinition:
-        old = old_apps.get(app.id)
-        if old is app and app.id not in restart_ids and app.version_info is not UNSET:
-            return app  # untouched by the change: already stamped
+    def stamp(old: AppDefinition | None, app: AppDefinition) -> AppDefinition:
         if old is None:
             info = VersionInfo(last_scaling_at=version, last_config_change_at=version)
             return structs.replace(app, version=version, version_info=info)
@@ -136,7 +132,7 @@ def stamp_versions(
             return structs.replace(app, version=version, version_info=info)
         return structs.replace(app, version=old.version, version_info=old_info)
 
-    return map_apps(target, stamp)
+    return map_changed_apps(original, target, stamp, also=restart_ids)
 
 
 # -- whole-root validation --------------------------------------------------------
@@ -188,19 +184,48 @@ def dependency_depths(deps: Mapping[str, set[str]]) -> dict[str, int]:
     return depth
 
 
-def has_dependencies(root: Group) -> bool:
-    """True if any app or group of the tree declares a dependency."""
-    return any(g.dependencies for g in root.transitive_groups()) or any(
-        a.dependencies for a in root.transitive_apps()
-    )
+def has_dependencies(root: Group, original: Group | None = None, change: TreeDiff | None = None) -> bool:
+    """True if any app or group of the tree declares a dependency.
+
+    With `original` and `change` (their `diff`), counted from `original`'s
+    count by the change alone when that count is remembered.
+    """
+    return dependency_count(root, original, change) > 0
 
 
-def validate_root(root: Group, original: Group | None = None) -> None:
+def dependency_count(root: Group, original: Group | None = None, change: TreeDiff | None = None) -> int:
+    """How many apps and groups of the tree declare dependencies (remembered
+    for the last few roots, by identity; see `has_dependencies`)."""
+    hit = _DEPENDENCY_COUNTS.get(id(root))
+    if hit is not None and hit[0] is root:
+        return hit[1]
+    known = _DEPENDENCY_COUNTS.get(id(original)) if original is not None and change is not None else None
+    if known is not None and known[0] is original and change is not None:
+        n = known[1]
+        for old_app, app in change.changed_apps:
+            n += bool(app.dependencies) - (bool(old_app.dependencies) if old_app is not None else 0)
+        n -= sum(1 for a in change.removed_apps if a.dependencies)
+        for old_group, g in change.changed_groups:
+            n += bool(g.dependencies) - (bool(old_group.dependencies) if old_group is not None else 0)
+        n -= sum(1 for g in change.removed_groups if g.dependencies)
+    else:
+        n = sum(1 for g in root.transitive_groups() if g.dependencies)
+        n += sum(1 for a in root.transitive_apps() if a.dependencies)
+    if len(_DEPENDENCY_COUNTS) >= 4:
+        del _DEPENDENCY_COUNTS[next(iter(_DEPENDENCY_COUNTS))]
+    _DEPENDENCY_COUNTS[id(root)] = (root, n)  # holds the root, so its id is not reused
+    return n
+
+
+_DEPENDENCY_COUNTS: dict[int, tuple[Group, int]] = {}
+
+
+def validate_root(root: Group, original: Group | None = None, change: TreeDiff | None = None) -> None:
     """Rules over the whole tree: id clashes, membership, dependency cycles.
 
     With `original` (the root `root` was made from, already valid), only
     what changed is checked: groups it shares unchanged, and the ids a
-    changed group already had, passed before.
+    changed group already had, passed before (`change`: their `diff`, if known).
     """
     before = {g.id: g for g in original.transitive_groups()} if original is not None else {}
     violations: list[Violation] = []
@@ -210,8 +235,10 @@ def validate_root(root: Group, original: Group | None = None) -> None:
             continue
         old_apps = og.apps if og is not None else {}
         old_groups = og.groups if og is not None else {}
-        for app_id in g.apps:
-            if app_id in old_apps and app_id not in g.groups:
+        # Only ids the group did not have, and ids now both an app and a group.
+        check = (g.apps.keys() - old_apps.keys()) | (g.apps.keys() & g.groups.keys())
+        for app_id in g.apps if check else ():
+            if app_id not in check:
                 continue
             if pathid.parent(app_id) != g.id:
                 violations.append(Violation(f"/apps({app_id})", f"Identifier is not child of '{g.id}'"))
@@ -226,7 +253,7 @@ def validate_root(root: Group, original: Group | None = None) -> None:
                 violations.append(Violation(f"/groups({child_id})", f"Identifier is not child of '{g.id}'"))
     if violations:
         raise ValidationFailed(violations)
-    if has_dependencies(root):
+    if has_dependencies(root, original, change):
         dependency_depths(app_dependencies(root))  # raises on a cycle
 
 
@@ -242,26 +269,34 @@ def compute_plan(
     original_version: str,
     target_version: str,
     to_kill: Mapping[str, list[str]] | None = None,
+    change: TreeDiff | None = None,
 ) -> DeploymentPlan:
+    """The steps from `original` to `target` (`change`: their `diff`, if the caller has it)."""
     to_kill = to_kill or {}
-    old_apps = original.app_map()
-    new_apps = target.app_map()
+    change = change or diff(original, target)
     steps: list[DeploymentStep] = []
 
-    stops = [DeploymentAction(action="StopApplication", app=a) for a in sorted(old_apps) if a not in new_apps]
+    stops = [DeploymentAction(action="StopApplication", app=a) for a in sorted(a.id for a in change.removed_apps)]
     if stops:
         steps.append(DeploymentStep(actions=stops))
     starts = [
         DeploymentAction(action="StartApplication", app=a, scale_to=0)
-        for a in sorted(new_apps) if a not in old_apps
+        for a in sorted(new.id for old, new in change.changed_apps if old is None)
     ]
     if starts:
         steps.append(DeploymentStep(actions=starts))
 
-    depths = dependency_depths(app_dependencies(target)) if has_dependencies(target) else {}
+    # Apps the change did not touch have nothing to do, unless some of
+    # their instances are to be killed.
+    pairs = {new.id: (old, new) for old, new in change.changed_apps}
+    for app_id in to_kill:
+        if app_id not in pairs and (app := target.app(app_id)) is not None:
+            pairs[app_id] = (app, app)
+    depths = dependency_depths(app_dependencies(target)) if has_dependencies(target, original, change) else {}
     layers: dict[int, list[DeploymentAction]] = {}
-    for app_id in sorted(new_apps):
-        action = _action_for(old_apps.get(app_id), new_apps[app_id], to_kill.get(app_id, []))
+    for app_id in sorted(pairs):
+        old, new = pairs[app_id]
+        action = _action_for(old, new, to_kill.get(app_id, []))
         if action is not None:
             layers.setdefault(depths.get(app_id, 1), []).append(action)
     for depth in sorted(layers):
@@ -462,32 +497,24 @@ class RootChanges(Struct, frozen=True, kw_only=True):
         return self.created_apps + self.updated_apps
 
 
-def root_changes(original: Group, target: Group) -> RootChanges:
+def root_changes(original: Group, target: Group, change: TreeDiff | None = None) -> RootChanges:
     """Apps compare by definition (a restart or scale is an update); groups by
-    their own fields (dependencies, enforceRole), not by their contents."""
-    o_apps, t_apps = original.app_map(), target.app_map()
-    o_groups = {g.id: g for g in original.transitive_groups() if g.id != pathid.ROOT}
-    t_groups = {g.id: g for g in target.transitive_groups() if g.id != pathid.ROOT}
+    their own fields (dependencies, enforceRole), not by their contents.
+    `change`: the two roots' `diff`, if the caller has it."""
+    change = change or diff(original, target)
 
     def group_fields(g: Group) -> tuple:
         return (sorted(g.dependencies), g.enforce_role)
 
-    created, updated = [], []
-    for i, a in t_apps.items():
-        o = o_apps.get(i)
-        if o is None:
-            created.append(a)
-        elif o is not a and o != a:
-            updated.append(a)
     by_id = operator.attrgetter("id")
     return RootChanges(
-        created_apps=sorted(created, key=by_id),
-        updated_apps=sorted(updated, key=by_id),
-        removed_apps=[a for i, a in sorted(o_apps.items()) if i not in t_apps],
-        created_groups=[g for i, g in sorted(t_groups.items()) if i not in o_groups],
-        updated_groups=[
-            g for i, g in sorted(t_groups.items())
-            if i in o_groups and o_groups[i] is not g and group_fields(o_groups[i]) != group_fields(g)
-        ],
-        removed_groups=[g for i, g in sorted(o_groups.items()) if i not in t_groups],
+        created_apps=sorted((a for o, a in change.changed_apps if o is None), key=by_id),
+        updated_apps=sorted((a for o, a in change.changed_apps if o is not None and o != a), key=by_id),
+        removed_apps=sorted(change.removed_apps, key=by_id),
+        created_groups=sorted(
+            (g for o, g in change.changed_groups if o is None and g.id != pathid.ROOT), key=by_id),
+        updated_groups=sorted(
+            (g for o, g in change.changed_groups
+             if o is not None and g.id != pathid.ROOT and group_fields(o) != group_fields(g)), key=by_id),
+        removed_groups=sorted((g for g in change.removed_groups if g.id != pathid.ROOT), key=by_id),
     )

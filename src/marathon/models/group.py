@@ -8,7 +8,8 @@ they know nothing about versions, plans or storage.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
+from typing import NamedTuple
 
 from msgspec import Struct, structs
 
@@ -151,15 +152,114 @@ def remove_app(root: Group, app_id: str, *, version: str) -> Group:
     return update_group(root, pathid.parent(app_id), remove, version=version)
 
 
-def map_apps(group: Group, fn: Callable[[AppDefinition], AppDefinition]) -> Group:
-    """Apply `fn` to every app of the subtree (ids must not change).
+# -- what a change did --------------------------------------------------------------
 
-    A subtree where `fn` returned every app itself is returned as it was, so
-    an update keeps sharing what it did not touch (and later passes can
-    skip it by identity).
+
+class TreeDiff(NamedTuple):
+    """What differs between two roots, place by place.
+
+    Found by `diff`, which never enters a subtree the two roots share (the
+    same object): a change costs what it touched, not the size of the tree.
     """
-    apps = {aid: fn(a) for aid, a in group.apps.items()}
-    groups = {gid: map_apps(g, fn) for gid, g in group.groups.items()}
-    if all(apps[k] is v for k, v in group.apps.items()) and all(groups[k] is v for k, v in group.groups.items()):
-        return group
-    return structs.replace(group, apps=apps, groups=groups)
+
+    changed_apps: list[tuple[AppDefinition | None, AppDefinition]]  # (old at that place or None, new)
+    removed_apps: list[AppDefinition]
+    changed_groups: list[tuple[Group | None, Group]]  # every group of the target not shared, root included
+    removed_groups: list[Group]
+
+
+def diff(original: Group, target: Group) -> TreeDiff:
+    """The apps and groups of `target` that are not the very objects `original`
+    has at the same place, and what `original` has that `target` lacks.  An
+    app that is another object but equal counts as changed (callers that care
+    compare them)."""
+    out = TreeDiff([], [], [], [])
+
+    def gone(o: Group) -> None:
+        out.removed_groups.append(o)
+        out.removed_apps.extend(o.apps.values())
+        for child in o.groups.values():
+            gone(child)
+
+    def rec(o: Group | None, t: Group) -> None:
+        if o is t:
+            return
+        out.changed_groups.append((o, t))
+        o_apps = o.apps if o is not None else {}
+        get, kept = o_apps.get, 0
+        for aid, a in t.apps.items():
+            old = get(aid)
+            if old is not a:
+                out.changed_apps.append((old, a))
+                if old is None:
+                    continue
+            kept += 1
+        o_groups = o.groups if o is not None else {}
+        for gid, child in t.groups.items():
+            rec(o_groups.get(gid), child)
+        if o is not None:
+            if kept < len(o_apps):  # else every app of `o` is still there
+                out.removed_apps.extend(a for aid, a in o_apps.items() if aid not in t.apps)
+            for gid, child in o.groups.items():
+                if gid not in t.groups:
+                    gone(child)
+
+    rec(original, target)
+    return out
+
+
+def map_changed_apps(
+    original: Group | None,
+    target: Group,
+    fn: Callable[[AppDefinition | None, AppDefinition], AppDefinition],
+    *,
+    also: Collection[str] = (),
+) -> Group:
+    """`target` with `fn(old, app)` in place of each app that is not the very
+    object `original` has at the same place (`old`: that app, or None), and
+    of each app whose id is in `also` (changed or not).
+
+    Shared subtrees are skipped (unless they hold an id of `also`), and a
+    subtree where `fn` returned every app itself is returned as it was.
+    """
+    if original is target and not any(pathid.is_ancestor(target.id, x) for x in also):
+        return target
+    o_apps = original.apps if original is not None else {}
+    apps: dict[str, AppDefinition] | None = None
+    for aid, a in target.apps.items():
+        old = o_apps.get(aid)
+        if old is a and aid not in also:
+            continue
+        new = fn(old, a)
+        if new is not a:
+            if apps is None:
+                apps = dict(target.apps)
+            apps[aid] = new
+    o_groups = original.groups if original is not None else {}
+    groups: dict[str, Group] | None = None
+    for gid, child in target.groups.items():
+        new_child = map_changed_apps(o_groups.get(gid), child, fn, also=also)
+        if new_child is not child:
+            if groups is None:
+                groups = dict(target.groups)
+            groups[gid] = new_child
+    if apps is None and groups is None:
+        return target
+    return structs.replace(
+        target, apps=target.apps if apps is None else apps, groups=target.groups if groups is None else groups
+    )
+
+
+def carry_app_map(original: Group, target: Group, change: TreeDiff) -> None:
+    """Remember `target.app_map()` as `original`'s map with `change` applied
+    (a dict copy instead of a walk of the whole tree)."""
+    if _APP_MAPS.get(id(target), (None,))[0] is target:
+        return
+    apps = dict(original.app_map())
+    for a in change.removed_apps:
+        apps.pop(a.id, None)
+    for _, a in change.changed_apps:
+        apps[a.id] = a
+    if len(_APP_MAPS) >= _APP_MAPS_KEPT:
+        del _APP_MAPS[next(iter(_APP_MAPS))]
+    _APP_MAPS[id(target)] = (target, apps)

@@ -28,7 +28,7 @@ from ..models import pathid
 from ..models.app import AppDefinition
 from ..models.deployment import DeploymentPlan
 from ..models.events import GroupChangeFailed, GroupChangeSuccess
-from ..models.group import Group, empty_root
+from ..models.group import Group, TreeDiff, carry_app_map, diff, empty_root
 from ..models.timestamp import format_ms, parse_ms
 from ..storage.repository import StateRepository
 from .deployments import CANCELLED, DeploymentManager
@@ -73,7 +73,7 @@ class GroupManager:
         self._queue: deque[_Pending] = deque()
         self._dirty = False
         self._root: Group = empty_root()
-        self._apps: dict[str, AppDefinition] = {}
+        self._apps: dict[str, AppDefinition] | None = {}
         # The service ports of one root (by identity), kept up to date by
         # each update instead of walking every app per request.
         self._ports: tuple[Group, Counter[int]] | None = None
@@ -84,9 +84,10 @@ class GroupManager:
 
     @root.setter
     def root(self, root: Group) -> None:
-        # Every reader (each status update looks up its app) uses the index.
+        # Every reader (each status update looks up its app) uses the index,
+        # made when first read: a batch of changes installs several roots.
         self._root = root
-        self._apps = root.app_map()
+        self._apps = None
 
     async def load(self) -> None:
         """Load the current root (storing an empty one on first start)."""
@@ -126,7 +127,10 @@ class GroupManager:
     # -- reads ------------------------------------------------------------------
 
     def app(self, app_id: str) -> AppDefinition | None:
-        return self._apps.get(app_id)
+        apps = self._apps
+        if apps is None:
+            apps = self._apps = self._root.app_map()
+        return apps.get(app_id)
 
     def new_group_enforces_role(self) -> bool:
         return self._config.new_group_enforce_role == "top"
@@ -205,9 +209,10 @@ class GroupManager:
         to_kill: Mapping[str, list[str]] | None,
         guard: Guard | None,
         original: Group,
-    ) -> tuple[Group, DeploymentPlan]:
-        """The target root and its plan (nothing is stored); authorization
-        (`guard`) and policy plugins are applied to what the change does."""
+    ) -> tuple[Group, DeploymentPlan, TreeDiff]:
+        """The target root, its plan and its difference from `original`
+        (nothing is stored); authorization (`guard`) and policy plugins are
+        applied to what the change does."""
         target = change(original, version)
         target = planning.assign_service_ports(
             original, target, port_min=self._config.local_port_min, port_max=self._config.local_port_max,
@@ -215,9 +220,10 @@ class GroupManager:
         )
         target = planning.stamp_versions(original, target, version, restart=restart)
         target = _with_root_version(target, version)
-        planning.validate_root(target, original)
+        change_diff = diff(original, target)
+        planning.validate_root(target, original, change_diff)
         if guard is not None or self._policy is not None:
-            changes = planning.root_changes(original, target)
+            changes = planning.root_changes(original, target, change_diff)
             if guard is not None:
                 guard(changes)
             if self._policy is not None:
@@ -232,8 +238,9 @@ class GroupManager:
             original_version=original.version,
             target_version=version,
             to_kill=to_kill,
+            change=change_diff,
         )
-        return target, plan
+        return target, plan, change_diff
 
     def _failed(self, req: _Pending, version: str, exc: BaseException) -> None:
         req.error, req.done = exc, True
@@ -260,7 +267,7 @@ class GroupManager:
             try:
                 if running + len(staged) >= limit:
                     raise TooManyDeployments(limit)
-                target, plan = self._prepare(req.change, version, req.restart, req.to_kill, req.guard, root)
+                target, plan, change_diff = self._prepare(req.change, version, req.restart, req.to_kill, req.guard, root)
                 if staged and not staged_apps.isdisjoint(plan.affected_apps):
                     break
                 conflicts = [c for c in self._deployments.conflicts(plan.affected_apps) if c not in doomed]
@@ -271,11 +278,10 @@ class GroupManager:
                 self._failed(req, version, exc)
                 continue
             self._queue.popleft()
-            old_apps = root.app_map()
-            changed = [a for a in target.transitive_apps() if (o := old_apps.get(a.id)) is not a and o != a]
-            removed = old_apps.keys() - target.app_map().keys()
-            self._ports_after(root, target, changed, removed)
-            staged.append(_Staged(req, root, target, plan, changed, removed, conflicts))
+            carry_app_map(root, target, change_diff)
+            changed = [a for o, a in change_diff.changed_apps if o != a]
+            self._ports_after(root, target, change_diff)
+            staged.append(_Staged(req, root, target, plan, change_diff, changed, conflicts))
             staged_apps.update(plan.affected_apps)
             doomed.update(conflicts)
             root = target
@@ -303,12 +309,12 @@ class GroupManager:
             for st in staged:
                 for c in st.conflicts:
                     await self._deployments.cancel(c, CANCELLED)
-                old_apps = st.original.app_map()
-                for app in st.changed:
-                    verb = "created" if app.id not in old_apps else "updated"
-                    log.info("app %s app=%s version=%s instances=%d", verb, app.id, app.version, app.instances)
-                for app_id in st.removed:
-                    log.info("app deleted app=%s", app_id)
+                for old, app in st.diff.changed_apps:
+                    if old != app:
+                        verb = "created" if old is None else "updated"
+                        log.info("app %s app=%s version=%s instances=%d", verb, app.id, app.version, app.instances)
+                for app in st.diff.removed_apps:
+                    log.info("app deleted app=%s", app.id)
                 self.root = st.target
                 self._dirty = True
                 self._deployments.start(st.plan, st.original, st.target)
@@ -338,14 +344,13 @@ class GroupManager:
             self._ports = (root, planning.service_ports_in_use(root))
         return self._ports[1]
 
-    def _ports_after(self, original: Group, target: Group, changed: list[AppDefinition], removed: set[str]) -> None:
+    def _ports_after(self, original: Group, target: Group, change: TreeDiff) -> None:
         """Carry the port count of `original` over to `target` by the change alone."""
         if self._ports is None or self._ports[0] is not original:
             return  # computed from scratch when next needed
         count = self._ports[1]
-        old_apps = original.app_map()
-        gone = [old_apps[i] for i in removed] + [o for a in changed if (o := old_apps.get(a.id)) is not None]
-        planning.update_service_ports_in_use(count, gone, changed)
+        gone = change.removed_apps + [o for o, _ in change.changed_apps if o is not None]
+        planning.update_service_ports_in_use(count, gone, [a for _, a in change.changed_apps])
         self._ports = (target, count)
 
 
@@ -372,8 +377,8 @@ class _Staged:
     original: Group
     target: Group
     plan: DeploymentPlan
-    changed: list[AppDefinition]
-    removed: set[str]
+    diff: TreeDiff
+    changed: list[AppDefinition]  # created or updated (not merely another equal object)
     conflicts: list[str]
 
 
