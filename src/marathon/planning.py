@@ -17,7 +17,7 @@ from .errors import IllegalArgument, ValidationFailed, Violation
 from .models import pathid
 from .models.app import AppDefinition, VersionInfo, config_differs
 from .models.deployment import DeploymentAction, DeploymentPlan, DeploymentStep
-from .models.group import Group, TreeDiff, diff, map_changed_apps
+from .models.group import Group, IdentityCache, TreeDiff, diff, map_changed_apps
 
 # -- service ports (SPEC.md 8.4) ------------------------------------------------
 
@@ -196,12 +196,12 @@ def has_dependencies(root: Group, original: Group | None = None, change: TreeDif
 def dependency_count(root: Group, original: Group | None = None, change: TreeDiff | None = None) -> int:
     """How many apps and groups of the tree declare dependencies (remembered
     for the last few roots, by identity; see `has_dependencies`)."""
-    hit = _DEPENDENCY_COUNTS.get(id(root))
-    if hit is not None and hit[0] is root:
-        return hit[1]
-    known = _DEPENDENCY_COUNTS.get(id(original)) if original is not None and change is not None else None
-    if known is not None and known[0] is original and change is not None:
-        n = known[1]
+    hit = _DEPENDENCY_COUNTS.get(root)
+    if hit is not None:
+        return hit
+    known = _DEPENDENCY_COUNTS.get(original) if original is not None else None
+    if known is not None and change is not None:
+        n = known
         for old_app, app in change.changed_apps:
             n += bool(app.dependencies) - (bool(old_app.dependencies) if old_app is not None else 0)
         n -= sum(1 for a in change.removed_apps if a.dependencies)
@@ -211,13 +211,11 @@ def dependency_count(root: Group, original: Group | None = None, change: TreeDif
     else:
         n = sum(1 for g in root.transitive_groups() if g.dependencies)
         n += sum(1 for a in root.transitive_apps() if a.dependencies)
-    if len(_DEPENDENCY_COUNTS) >= 4:
-        del _DEPENDENCY_COUNTS[next(iter(_DEPENDENCY_COUNTS))]
-    _DEPENDENCY_COUNTS[id(root)] = (root, n)  # holds the root, so its id is not reused
+    _DEPENDENCY_COUNTS.put(root, n)
     return n
 
 
-_DEPENDENCY_COUNTS: dict[int, tuple[Group, int]] = {}
+_DEPENDENCY_COUNTS: IdentityCache[Group, int] = IdentityCache()
 
 
 def validate_root(root: Group, original: Group | None = None, change: TreeDiff | None = None) -> None:

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from marathon.agent.machine import own_children
 from marathon.testing.measure import (
     cpu_seconds,
     filesystem_of,
@@ -39,25 +40,10 @@ def test_raw_spawn_rate_starts_and_reaps_every_child():
 
 
 def test_spawn_rate_with_sandboxes_cleans_up_its_children_and_files(tmp_path):
-    children_before = _children()
+    children_before = set(own_children())
     assert raw_spawn_rate(20, sandboxes=tmp_path)["spawn_per_s"] > 0
     assert list(tmp_path.iterdir()) == []
-    assert _children() == children_before
-
-
-def _children() -> set[int]:
-    me = str(os.getpid())
-    out = set()
-    for p in os.listdir("/proc"):
-        if p.isdigit():
-            try:
-                with open(f"/proc/{p}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[1] == me:
-                out.add(int(p))
-    return out
+    assert set(own_children()) == children_before
 
 
 def test_filesystem_of_names_the_mount_a_path_is_on():

@@ -9,12 +9,15 @@ they know nothing about versions, plans or storage.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterator
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from msgspec import Struct, structs
 
 from . import pathid
 from .app import AppDefinition
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class Group(Struct, frozen=True, kw_only=True):
@@ -61,22 +64,36 @@ class Group(Struct, frozen=True, kw_only=True):
         changes), since one update asks for the maps of the same two roots
         several times.
         """
-        key = id(self)
-        hit = _APP_MAPS.get(key)
-        if hit is not None and hit[0] is self:
-            return hit[1]
-        apps = {a.id: a for a in self.transitive_apps()}
-        if len(_APP_MAPS) >= _APP_MAPS_KEPT:
-            del _APP_MAPS[next(iter(_APP_MAPS))]
-        _APP_MAPS[key] = (self, apps)  # holds the group, so its id is not reused
+        apps = _APP_MAPS.get(self)
+        if apps is None:
+            apps = {a.id: a for a in self.transitive_apps()}
+            _APP_MAPS.put(self, apps)
         return apps
 
     def exists(self, path: str) -> bool:
         return self.app(path) is not None or self.group(path) is not None
 
 
-_APP_MAPS_KEPT = 4
-_APP_MAPS: dict[int, tuple[Group, dict[str, AppDefinition]]] = {}
+class IdentityCache(Generic[K, V]):
+    """What was computed for the last few objects, looked up by identity (for
+    immutable objects such as roots).  Holds each object, so that its id is
+    not reused while its entry is kept."""
+
+    def __init__(self, kept: int = 4) -> None:
+        self._kept = kept
+        self._entries: dict[int, tuple[K, V]] = {}
+
+    def get(self, obj: K) -> V | None:
+        hit = self._entries.get(id(obj))
+        return hit[1] if hit is not None and hit[0] is obj else None
+
+    def put(self, obj: K, value: V) -> None:
+        if len(self._entries) >= self._kept:
+            del self._entries[next(iter(self._entries))]
+        self._entries[id(obj)] = (obj, value)
+
+
+_APP_MAPS: IdentityCache[Group, dict[str, AppDefinition]] = IdentityCache()
 
 
 def empty_root(version: str = "") -> Group:
@@ -253,13 +270,11 @@ def map_changed_apps(
 def carry_app_map(original: Group, target: Group, change: TreeDiff) -> None:
     """Remember `target.app_map()` as `original`'s map with `change` applied
     (a dict copy instead of a walk of the whole tree)."""
-    if _APP_MAPS.get(id(target), (None,))[0] is target:
+    if _APP_MAPS.get(target) is not None:
         return
     apps = dict(original.app_map())
     for a in change.removed_apps:
         apps.pop(a.id, None)
     for _, a in change.changed_apps:
         apps[a.id] = a
-    if len(_APP_MAPS) >= _APP_MAPS_KEPT:
-        del _APP_MAPS[next(iter(_APP_MAPS))]
-    _APP_MAPS[id(target)] = (target, apps)
+    _APP_MAPS.put(target, apps)

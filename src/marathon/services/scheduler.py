@@ -148,12 +148,10 @@ class Scheduler:
         # Out of tokens is not "more to do at once": the next pass waits for
         # tokens to come back (`_set_tokens` wakes it).
         by_tokens = self.tokens is not None and self.tokens < self._batch_size
-        self._more = False
-        self._awaiting_tokens = False
+        left_over = False  # scheduled instances this pass leaves for a later one
         for app_id, instances in self._tracker.scheduled().items():
             if budget <= 0:
-                self._more = not by_tokens
-                self._awaiting_tokens = by_tokens
+                left_over = True
                 break
             app = root.app(app_id)
             if app is None:
@@ -162,15 +160,15 @@ class Scheduler:
             if not self._queue.launch_allowed(app, now):
                 continue
             existing = self._tracker.of_app(app_id)
-            if len(instances) > budget:
-                self._more = not by_tokens
-                self._awaiting_tokens = by_tokens
+            left_over = left_over or len(instances) > budget
             for definition, group in await self._by_definition(app, instances[:budget]):
                 ids = [i.instance_id for i in group]
                 budget -= len(ids)
                 for iid in ids:
                     definition_of[iid] = definition
                 requests.append(matching.PlacementRequest(app=definition, instance_ids=ids, existing=existing))
+        self._more = left_over and not by_tokens
+        self._awaiting_tokens = left_over and by_tokens
         if orphans:
             log.info("decommissioning instances of removed apps count=%d", len(orphans))
             await self._tracker.process(
