@@ -11,6 +11,7 @@ import signal
 
 import httpx
 
+from marathon.agent.checkpoint import Checkpoint
 from marathon.testing import pid_alive, wait_for
 
 from .conftest import descendants, pids_matching
@@ -169,7 +170,9 @@ def test_reconciliation_restores_a_task_lost_behind_marathons_back(marathon):
 
     marathon.kill()
     os.kill(victim_pid, signal.SIGKILL)
-    (marathon.data_dir / "agent" / "checkpoint" / f"{victim['id']}.json").unlink()
+    journal = Checkpoint(marathon.data_dir / "agent" / "checkpoint")
+    journal.delete(victim["id"])
+    journal.close()
     marathon.start()
 
     def restored() -> list[dict] | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import trio
 
+from marathon.agent.checkpoint import read_records
 from marathon.cluster.local import LocalDriver
 from marathon.models.agent import PortRange
 from marathon.models.instance import TaskStatus, new_instance_id, task_id_for
@@ -132,7 +133,7 @@ async def test_batch_lifecycle_clean_restart_and_readoption(work_dir: Path):
         assert _pids_under(work_dir) == []
         assert second.offers()[0].free.cpus == TOTAL.cpus
         nursery.cancel_scope.cancel()
-    assert os.listdir(work_dir / "checkpoint") == []
+    assert read_records(work_dir / "checkpoint") == {}
 
 
 async def test_health_checked_batch_survives_a_restart_and_kills_the_sick(work_dir: Path):
@@ -180,4 +181,4 @@ async def test_health_checked_batch_survives_a_restart_and_kills_the_sick(work_d
         await latest.until(lambda s: all(s[t.task_id].state in TERMINAL for t in tasks))
         assert _pids_under(work_dir) == []
         nursery.cancel_scope.cancel()
-    assert os.listdir(work_dir / "checkpoint") == []
+    assert read_records(work_dir / "checkpoint") == {}

@@ -7,18 +7,29 @@ Marathon neither loses track of a running process nor launches a duplicate.
 
 Layout under the agent's work dir:
 
-    agent_id                      the agent's stable id (written once)
-    checkpoint/<task id>.json     one `TaskCheckpoint` per non-terminal task
+    agent_id                the agent's stable id (written once)
+    checkpoint/journal      one JSON line per change: {"op":"put","record":...}
+                            (a `TaskCheckpoint`) or {"op":"drop","task_id":...}
 
-A record is written right after the spawn (with the pid and its start
-time), again whenever the task's health changes, and deleted when the task
-is terminal.  Writes go to a temporary
-file renamed over the old one, so a reader sees either the old or the new
-record, never half of one.  If the agent dies between a spawn and its
-record, the next start still finds the process, by the MESOS_SANDBOX in its
-environment (`machine.task_processes`), and kills it.  There is no fsync: this protects against
-the *process* dying (the page cache survives), and after a machine crash
-the boot id differs and every task is dead anyway.
+A record is put right after the spawn (with the pid and its start time; a
+burst's share of tasks in one append), again whenever the task's health
+changes, and dropped when the task is terminal.  The last line for a task
+wins.  Appends are single `write` calls on a file opened with O_APPEND, so
+lines never interleave.  A process killed in the middle of one can leave a
+torn last line: readers skip any line that does not decode, and every
+agent start rewrites the journal with the live records only (so does an
+agent whose journal has grown to four times its live records).  If the
+agent dies between a spawn and its record, the next start still finds the
+process, by the MESOS_SANDBOX in its environment
+(`machine.task_processes`), and kills it.
+
+There is no fsync: this protects against the *process* dying (the page
+cache survives), and after a machine crash the boot id differs and every
+task is dead anyway.
+
+The first layout, `checkpoint/<task id>.json` with one record per file, is
+still read: a start moves those records into the journal and removes the
+files.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import uuid
 from pathlib import Path
 
@@ -41,7 +53,8 @@ log = logging.getLogger("marathon.agent")
 LAUNCH_INTERRUPTED_MESSAGE = "The agent stopped while launching the task"
 EXIT_UNKNOWN_MESSAGE = "Task exited while the agent was down or being re-adopted; exit status unknown"
 
-_SUFFIX = ".json"
+_LEGACY_SUFFIX = ".json"  # the first layout: one file per task
+_JOURNAL = "journal"
 
 
 class TaskCheckpoint(Struct, kw_only=True):
@@ -66,8 +79,17 @@ class TaskCheckpoint(Struct, kw_only=True):
     health_succeeded: bool = False
 
 
+class _Put(Struct, tag="put", tag_field="op"):
+    record: TaskCheckpoint
+
+
+class _Drop(Struct, tag="drop", tag_field="op"):
+    task_id: str
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(TaskCheckpoint)
+_line_decoder = msgspec.json.Decoder(_Put | _Drop)
 
 
 def load_or_create_agent_id(work_dir: Path) -> str:
@@ -91,55 +113,156 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def read_records(directory: Path) -> dict[str, TaskCheckpoint]:
+    """The live records under `directory` by task id, read without changing
+    anything (so safe while an agent runs on it)."""
+    return {tid: rec for tid, (rec, _) in _read(directory)[0].items()}
+
+
+def _read(directory: Path) -> tuple[dict[str, tuple[TaskCheckpoint, bytes]], list[str]]:
+    """({task id: (record, its journal line)}, files to remove once the
+    journal holds everything: the first layout's and temporary ones)."""
+    live: dict[str, tuple[TaskCheckpoint, bytes]] = {}
+    obsolete: list[str] = []
+    try:
+        entries = sorted(os.scandir(directory), key=lambda e: e.name)
+    except FileNotFoundError:
+        return live, obsolete
+    for e in entries:
+        if e.name.startswith("."):
+            # A temporary file left by a crash mid-rewrite: the rename never
+            # happened, so the journal it would have replaced is the valid one.
+            obsolete.append(e.path)
+        elif e.name.endswith(_LEGACY_SUFFIX):
+            obsolete.append(e.path)
+            try:
+                with open(e.path, "rb") as f:
+                    rec = _decoder.decode(f.read())
+            except (OSError, msgspec.DecodeError) as err:
+                log.warning("checkpoint_unreadable path=%s error=%s", e.path, err)
+                continue
+            live[rec.launch.task_id] = (rec, _encoder.encode(_Put(record=rec)) + b"\n")
+    try:
+        with open(directory / _JOURNAL, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return live, obsolete
+    for number, line in enumerate(data.split(b"\n"), 1):
+        if not line:
+            continue
+        try:
+            op = _line_decoder.decode(line)
+        except msgspec.DecodeError as err:
+            # A torn last line (the agent killed mid-append): that change
+            # never completed.  Anywhere else, a damaged line: skip it.
+            log.warning("checkpoint_line_unreadable path=%s line=%d error=%s",
+                        directory / _JOURNAL, number, err)
+            continue
+        if isinstance(op, _Put):
+            live[op.record.launch.task_id] = (op.record, line + b"\n")
+        else:
+            live.pop(op.task_id, None)
+    return live, obsolete
+
+
 class Checkpoint:
-    """The directory of task records (safe to call from worker threads)."""
+    """The journal of task records (safe to call from worker threads).
+
+    Opening it (the first call that changes it, or `load_all`) reads what
+    is there and rewrites it with the live records only.  One instance (one
+    agent) owns a directory at a time; others may only `read_records`.
+    """
+
+    # Rewrite once the journal has this many lines and four times the live records.
+    COMPACT_AT = 1024
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._lock = threading.Lock()
+        self._fd: int | None = None
+        self._live: dict[str, bytes] = {}  # task id -> its record's line
+        self._lines = 0  # in the journal file
 
     def ensure(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def _path(self, task_id: str) -> Path:
-        return self.directory / (task_id + _SUFFIX)
-
     def write(self, record: TaskCheckpoint) -> None:
-        path = self._path(record.launch.task_id)
-        # Unique per thread too: two writes of one task never overlap, but
-        # be safe against a future caller that does.
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{id(record)}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(_encoder.encode(record))
-        os.replace(tmp, path)
+        self.write_many([record])
+
+    def write_many(self, records: list[TaskCheckpoint]) -> None:
+        """Put `records` (replacing earlier ones of their tasks), in one append."""
+        lines = [(r.launch.task_id, _encoder.encode(_Put(record=r)) + b"\n") for r in records]
+        with self._lock:
+            fd = self._open()
+            _write_all(fd, b"".join(line for _, line in lines))
+            self._live.update(lines)
+            self._lines += len(lines)
+            self._compact_if_due()
 
     def delete(self, task_id: str) -> None:
-        try:
-            os.unlink(self._path(task_id))
-        except FileNotFoundError:
-            pass
+        with self._lock:
+            fd = self._open()
+            if self._live.pop(task_id, None) is None:
+                return
+            _write_all(fd, _encoder.encode(_Drop(task_id=task_id)) + b"\n")
+            self._lines += 1
+            self._compact_if_due()
 
     def load_all(self) -> list[TaskCheckpoint]:
-        """Every record; unreadable ones are logged and removed (nothing can use them)."""
-        records = []
-        try:
-            entries = list(os.scandir(self.directory))
-        except FileNotFoundError:
-            return records
-        for e in entries:
-            if e.name.startswith("."):
-                # A temporary file left by a crash mid-write: the rename never
-                # happened, so the previous record (if any) is the valid one.
-                os.unlink(e.path)
-                continue
-            if not e.name.endswith(_SUFFIX):
-                continue
+        """Every live record, read afresh from the directory."""
+        with self._lock:
+            self._close()
+            return self._open_and_read()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self._open_and_read()
+        assert self._fd is not None
+        return self._fd
+
+    def _open_and_read(self) -> list[TaskCheckpoint]:
+        live, obsolete = _read(self.directory)
+        self._live = {tid: line for tid, (_, line) in live.items()}
+        self._rewrite()
+        for path in obsolete:
             try:
-                with open(e.path, "rb") as f:
-                    records.append(_decoder.decode(f.read()))
-            except (OSError, msgspec.DecodeError) as err:
-                log.warning("checkpoint_unreadable path=%s error=%s", e.path, err)
-                os.unlink(e.path)
-        return records
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        return [rec for rec, _ in live.values()]
+
+    def _rewrite(self) -> None:
+        """The journal replaced by one holding the live records only."""
+        self._close()
+        path = self.directory / _JOURNAL
+        tmp = path.with_name(f".{_JOURNAL}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        try:
+            _write_all(fd, b"".join(self._live.values()))
+            os.replace(tmp, path)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd, self._lines = fd, len(self._live)
+
+    def _compact_if_due(self) -> None:
+        if self._lines >= self.COMPACT_AT and self._lines >= 4 * len(self._live):
+            self._rewrite()
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 # -- recovery ----------------------------------------------------------------------

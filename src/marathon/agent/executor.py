@@ -17,15 +17,17 @@ main process ends, whatever it left behind in its group or cgroup is killed
 (Mesos destroys the container the same way), so no process outlives its
 task.
 
-Processes are spawned in worker threads, a share of a burst per thread, by
-glibc's `posix_spawn` (`_spawn.pyx`: a vfork with the working directory
-and descriptors set, without the GIL) or, without the compiled module or
-for another user, by `subprocess.Popen` (never with `preexec_fn`: it
-disables vfork and divides the spawn rate by three).  A plain command
-(`plain_command`) is executed without the shell in between.  Each process
-is watched through a pidfd, one trio task each.  Every live task is
-checkpointed (`checkpoint.py`) so that a restarted agent re-adopts what
-still runs and reports what ended.
+Processes are spawned in worker threads, a share of a burst per thread.
+The compiled `_spawn.spawn_many` starts a whole share with glibc's
+`posix_spawn` (a vfork with the working directory and descriptors set)
+and makes each sandbox, pidfd and start time on the way, all without the
+GIL; without the compiled module, or for another user, `subprocess.Popen`
+starts one task at a time (never with `preexec_fn`: it disables vfork and
+divides the spawn rate by three).  A plain command (`plain_command`) is
+executed without the shell in between.  Each process is watched through a
+pidfd, one trio task each.  Every live task is checkpointed
+(`checkpoint.py`, one append per share) so that a restarted agent
+re-adopts what still runs and reports what ended.
 
 Statuses go out, in order, through one bounded channel.  If the consumer
 falls behind and the channel fills, lifecycle statuses wait in an ordered
@@ -52,6 +54,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple, NoReturn
 
 import trio
 
@@ -59,8 +62,10 @@ try:
     if os.environ.get("MARATHON_PUREPYTHON", "") in ("1", "true", "yes"):
         raise ImportError("MARATHON_PUREPYTHON")
     from ._spawn import spawn as _posix_spawn
+    from ._spawn import spawn_many as _spawn_many
 except ImportError:  # not compiled, or the pure-Python run: Popen does the job
     _posix_spawn = None
+    _spawn_many = None
 
 from ..models.instance import TaskStatus
 from ..models.launch import TaskLaunch
@@ -186,6 +191,24 @@ class _Outbox:
             self._warned = False
 
 
+class _Plan(NamedTuple):
+    """How one task is to be started (`Executor._plan`)."""
+
+    argv: list[str]
+    executable: str | None
+    env: dict[str, str]
+    user_kw: dict[str, object]
+    shell: bool  # a shell command run without the shell: /bin/sh may still run it
+
+    def shell_may_run_it(self, error: OSError) -> bool:
+        """A script without `#!` (ENOEXEC): the shell runs those itself."""
+        return error.errno == errno.ENOEXEC and self.shell and self.argv[0] != "/bin/sh"
+
+
+def _shell_argv(launch: TaskLaunch) -> tuple[list[str], str]:
+    return ["/bin/sh", "-c", launch.command or ""], "/bin/sh"
+
+
 class _Spawner:
     """Spawns in worker threads, many tasks per thread hand-off.
 
@@ -198,9 +221,9 @@ class _Spawner:
     the pipeline in smaller batches.)
     """
 
-    def __init__(self, spawn: Callable[[_Task], None], limiter: trio.CapacityLimiter,
-                 chunk: int = 32) -> None:
-        self._spawn = spawn
+    def __init__(self, spawn_share: Callable[[list[_Task], dict[_Task, BaseException]], None],
+                 limiter: trio.CapacityLimiter, chunk: int = 32) -> None:
+        self._spawn_share = spawn_share
         self._limiter = limiter
         self._chunk = chunk
         self._queue: collections.deque[_Task] = collections.deque()
@@ -258,11 +281,13 @@ class _Spawner:
                 done.set()
 
     def _spawn_all(self, batch: list[_Task], errors: dict[_Task, BaseException]) -> None:
-        for t in batch:
-            try:
-                self._spawn(t)
-            except Exception as e:
-                errors[t] = e
+        try:
+            self._spawn_share(batch, errors)
+        except Exception as e:  # a bug: every task of the share not started hears it
+            log.exception("spawn_share_failed tasks=%d", len(batch))
+            for t in batch:
+                if t.pid is None:
+                    errors.setdefault(t, e)
 
 
 class Executor:
@@ -302,7 +327,7 @@ class Executor:
         self._limiter = trio.CapacityLimiter(spawn_concurrency)
         self._prober = Prober(concurrency=health_check_concurrency, spawn_limiter=self._limiter)
         self._outbox = _Outbox(send)
-        self._spawner = _Spawner(self._spawn, self._limiter)
+        self._spawner = _Spawner(self._spawn_share, self._limiter)
         self._nursery: trio.Nursery | None = None
         self._boot_id = machine.boot_id()
         self._live: dict[str, _Task] = {}
@@ -507,65 +532,128 @@ class Executor:
             self._start_health_checks(t, trio.current_time())
         return True
 
-    def _spawn(self, t: _Task) -> None:
-        """Sandbox, cgroup, checkpoint, process (runs in a worker thread)."""
+    def _spawn_share(self, batch: list[_Task], errors: dict[_Task, BaseException]) -> None:
+        """Sandboxes, cgroups, processes and checkpoint records of a share of a
+        burst (runs in a worker thread; what fails for a task goes to `errors`).
+
+        With the compiled spawner the share's processes start in one call
+        that holds no GIL from the first to the last (`_spawn.spawn_many`),
+        and the share's records reach the checkpoint in one append.  A task
+        that must become another user, or a pure-Python run, takes Popen.
+        """
+        fast: list[tuple[_Task, _Plan]] = []
+        for t in batch:
+            try:
+                plan = self._plan(t)
+                if _spawn_many is not None and not plan.user_kw:
+                    fast.append((t, plan))
+                else:
+                    self._spawn_one(t, plan)
+            except Exception as e:
+                self._failed(t, e, errors)
+        if fast:
+            jobs = [(p.executable or p.argv[0], p.argv, p.env, t.sandbox, t.sandbox / "stdout",
+                     t.sandbox / "stderr") for t, p in fast]
+            try:
+                self.sandboxes.mkdir(parents=True, exist_ok=True)
+                results = _spawn_many(jobs)  # type: ignore[misc]
+            except (OSError, ValueError):
+                # A NUL byte in one task's environment, say: nothing was
+                # started; one at a time, so that only that task fails.
+                results = None
+            for i, (t, plan) in enumerate(fast):
+                try:
+                    if results is None:
+                        self._spawn_one(t, plan)
+                    else:
+                        self._spawned(t, plan, *results[i])
+                except Exception as e:
+                    self._failed(t, e, errors)
+        records = [t.record for t in batch if t not in errors and t.record is not None]
+        if records:
+            try:
+                self.checkpoint.write_many(records)
+            except OSError as e:
+                # Run them all the same: only a crash of the agent would now
+                # lose them (the next start finds and kills their processes).
+                log.warning("checkpoint_failed tasks=%d error=%s", len(records), e)
+
+    def _plan(self, t: _Task) -> _Plan:
+        """How `t` is to be started; creates its cgroup (runs in a worker thread)."""
         launch = t.launch
         env = task_env(launch, t.sandbox)
         argv, executable = _command(launch, env, t.sandbox)
-        t.sandbox.mkdir(parents=True, exist_ok=True)
-        user_kw = _user_options(launch.user, t.sandbox)
-        record = TaskCheckpoint(
-            launch=launch, sandbox=str(t.sandbox), boot_id=self._boot_id, staged_at=t.state_ts,
-        )
-        try:
-            if self.cgroups is not None:
-                try:
-                    t.cgroup = self.cgroups.create(launch)
-                except OSError as e:
-                    raise SpawnError(f"Failed to launch task: cannot create its cgroup: {e}") from e
-                if user_kw:
-                    # Join as root, then become the user: an unprivileged
-                    # process may not move itself into a root-owned cgroup.
-                    argv = machine.as_user_argv(user_kw["user"], user_kw["group"],  # type: ignore[arg-type]
-                                                user_kw["extra_groups"], argv)  # type: ignore[arg-type]
-                    user_kw = {}
-                argv, executable = Cgroups.join_argv(t.cgroup, argv), None
-                record.cgroup = t.cgroup
+        user_kw: dict[str, object] = {}
+        if launch.user:
+            t.sandbox.mkdir(parents=True, exist_ok=True)
+            user_kw = _user_options(launch.user, t.sandbox)
+        if self.cgroups is not None:
             try:
-                pid, popen = self._exec(argv, executable, env, t.sandbox, user_kw)
+                t.cgroup = self.cgroups.create(launch)
             except OSError as e:
-                if e.errno != errno.ENOEXEC or argv[0] == "/bin/sh" or not launch.shell:
-                    raise
-                # A script without `#!`: the shell runs those itself.
-                argv, executable = ["/bin/sh", "-c", launch.command or ""], "/bin/sh"
-                pid, popen = self._exec(argv, executable, env, t.sandbox, user_kw)
-        except BaseException:
-            if t.cgroup is not None:
-                Cgroups.remove(t.cgroup)
-            raise
+                raise SpawnError(f"Failed to launch task: cannot create its cgroup: {e}") from e
+            if user_kw:
+                # Join as root, then become the user: an unprivileged
+                # process may not move itself into a root-owned cgroup.
+                argv = machine.as_user_argv(user_kw["user"], user_kw["group"],  # type: ignore[arg-type]
+                                            user_kw["extra_groups"], argv)  # type: ignore[arg-type]
+                user_kw = {}
+            argv, executable = Cgroups.join_argv(t.cgroup, argv), None
+        return _Plan(argv, executable, env, user_kw, launch.shell)
+
+    def _spawn_one(self, t: _Task, plan: _Plan) -> None:
+        """Start one task on its own: Popen, or the compiled spawn for one."""
+        t.sandbox.mkdir(parents=True, exist_ok=True)
         try:
-            t.pidfd = os.pidfd_open(pid)
+            pid, popen = self._exec(plan.argv, plan.executable, plan.env, t.sandbox, plan.user_kw)
         except OSError as e:
-            # Unwatchable (out of file descriptors, say): do not leave it running.
-            os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            if t.cgroup is not None:
-                Cgroups.kill_all(t.cgroup)
-                Cgroups.remove(t.cgroup)
-            raise SpawnError(f"Failed to launch task: cannot watch its process: {e}") from e
-        t.popen, t.pid, t.pgid = popen, pid, pid
+            if not plan.shell_may_run_it(e):
+                raise
+            pid, popen = self._exec(*_shell_argv(t.launch), plan.env, t.sandbox, plan.user_kw)
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError as e:
+            self._unwatchable(t, pid, e)
         # Still readable if it already exited: it stays a zombie until we reap it.
-        t.start_time = machine.proc_start_time(pid)
-        record.pid, record.pgid, record.start_time = t.pid, t.pgid, t.start_time
-        record.running_since = self._time_ms()
-        record.running_at = time.time()
-        t.record = record
-        try:
-            self.checkpoint.write(record)
-        except OSError as e:
-            # Run it all the same: only a crash of the agent would now lose
-            # it (the next start finds and kills its processes).
-            log.warning("checkpoint_failed task_id=%s error=%s", launch.task_id, e)
+        self._started(t, pid, popen, pidfd, machine.proc_start_time(pid))
+
+    def _spawned(self, t: _Task, plan: _Plan, pid: int, pidfd: int, start_time: int | None,
+                 error: OSError | None) -> None:
+        """Take over what `spawn_many` did for `t`."""
+        if pid == 0:
+            assert error is not None
+            if not plan.shell_may_run_it(error):
+                raise error
+            self._spawn_one(t, _Plan(*_shell_argv(t.launch), plan.env, plan.user_kw, False))
+            return
+        if error is not None:
+            self._unwatchable(t, pid, error)
+        self._started(t, pid, None, pidfd, start_time)
+
+    def _started(self, t: _Task, pid: int, popen: subprocess.Popen[bytes] | None, pidfd: int,
+                 start_time: int | None) -> None:
+        t.popen, t.pid, t.pgid, t.pidfd, t.start_time = popen, pid, pid, pidfd, start_time
+        t.record = TaskCheckpoint(
+            launch=t.launch, sandbox=str(t.sandbox), boot_id=self._boot_id, staged_at=t.state_ts,
+            pid=pid, pgid=pid, start_time=start_time, cgroup=t.cgroup,
+            running_since=self._time_ms(), running_at=time.time(),
+        )
+
+    @staticmethod
+    def _unwatchable(t: _Task, pid: int, error: OSError) -> NoReturn:
+        """Spawned, but no pidfd (out of file descriptors, say): do not leave it running."""
+        os.killpg(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        if t.cgroup is not None:
+            Cgroups.kill_all(t.cgroup)
+        raise SpawnError(f"Failed to launch task: cannot watch its process: {error}") from error
+
+    @staticmethod
+    def _failed(t: _Task, error: BaseException, errors: dict[_Task, BaseException]) -> None:
+        if t.cgroup is not None:
+            Cgroups.remove(t.cgroup)
+            t.cgroup = None
+        errors[t] = error
 
     @staticmethod
     def _exec(argv: list[str], executable: str | None, env: dict[str, str], sandbox: Path,
@@ -872,6 +960,7 @@ class Executor:
                     task_status.started()
             finally:
                 self._nursery = None
+                self.checkpoint.close()
 
     def _detect_cgroups(self) -> None:
         if self._cgroups_mode == "off":
@@ -1019,7 +1108,7 @@ def _command(launch: TaskLaunch, env: dict[str, str], sandbox: Path) -> tuple[li
         if not (os.path.isfile(path) and os.access(path, os.X_OK)):
             raise SpawnError(f"Failed to launch task: '{exe}' is not an executable file")
         return list(launch.argv), path
-    found = shutil.which(exe, path=env["PATH"])
+    found = _lookup(exe, env["PATH"])
     if found is None:
         raise SpawnError(f"Failed to launch task: executable '{exe}' not found in PATH ({env['PATH']})")
     return list(launch.argv), found
@@ -1062,7 +1151,29 @@ def _which(name: str, path: str) -> str | None:
     relative (it would depend on the working directory) or nothing matches."""
     if any(not entry.startswith("/") for entry in path.split(":")):
         return None
-    return shutil.which(name, path=path)
+    return _lookup(name, path)
+
+
+# Programs found on a PATH, for a second: the tasks of a burst share one
+# lookup (nine stat calls on Debian's PATH) instead of repeating it, as the
+# shell's own hash table would.  Only hits are kept, so a program installed
+# meanwhile is found at once; one removed is missed for at most a second.
+_LOOKUP_SECONDS = 1.0
+_found: dict[tuple[str, str], tuple[float, str]] = {}
+
+
+def _lookup(name: str, path: str) -> str | None:
+    key = (name, path)
+    now = time.monotonic()
+    hit = _found.get(key)
+    if hit is not None and now - hit[0] < _LOOKUP_SECONDS:
+        return hit[1]
+    found = shutil.which(name, path=path)
+    if found is not None:
+        if len(_found) >= 256:
+            _found.clear()
+        _found[key] = (now, found)
+    return found
 
 
 def _user_options(user: str | None, sandbox: Path) -> dict[str, object]:

@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from ..agent.checkpoint import read_records
 from . import MarathonProcess, pid_alive, wait_for
 from .measure import (
     Poller,
@@ -347,16 +348,9 @@ def s6(data_dir: Path, *, instances: int = 1000, timeout: float = 600.0) -> dict
 
 
 def _task_pids(data_dir: Path) -> list[int]:
-    """PIDs of the embedded agent's tasks, from its checkpoints."""
-    pids = []
-    for path in (data_dir / "agent").rglob("*.json"):
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(doc, dict) and isinstance(doc.get("pid"), int):
-            pids.append(doc["pid"])
-    return pids
+    """PIDs of the embedded agent's tasks, from its checkpoint journal."""
+    records = read_records(data_dir / "agent" / "checkpoint")
+    return [r.pid for r in records.values() if r.pid is not None]
 
 
 def main() -> None:

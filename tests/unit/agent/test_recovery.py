@@ -8,7 +8,7 @@ import signal
 import trio
 from agent_helpers import crash_after_launch, make_task, pid_alive, task_pids, wait_until
 
-from marathon.agent.checkpoint import EXIT_UNKNOWN_MESSAGE, LAUNCH_INTERRUPTED_MESSAGE
+from marathon.agent.checkpoint import EXIT_UNKNOWN_MESSAGE, LAUNCH_INTERRUPTED_MESSAGE, read_records
 from marathon.models.resources import Resources
 
 TOTAL = Resources(cpus=2000, mem=4096, disk=1000)
@@ -36,7 +36,7 @@ async def test_task_survives_an_agent_crash_and_is_readopted(start_agent, tmp_pa
     assert killed.state == "TASK_KILLED"
     assert not pid_alive(pid)
     assert driver.offers()[0].free.cpus == 2000
-    assert os.listdir(work_dir / "checkpoint") == []
+    assert read_records(work_dir / "checkpoint") == {}
 
 
 async def test_readopted_task_exit_is_detected(start_agent, tmp_path):

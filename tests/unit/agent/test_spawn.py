@@ -16,7 +16,7 @@ import pytest
 import trio
 from agent_helpers import make_task, pid_alive, sandbox_of, task_pids, wait_until
 
-from marathon.agent import executor
+from marathon.agent import executor, machine
 from marathon.agent.executor import Executor, plain_command
 
 PURE = os.environ.get("MARATHON_PUREPYTHON", "") in ("1", "true", "yes")
@@ -218,7 +218,7 @@ async def test_a_burst_is_spawned_in_shares_and_every_task_hears_its_verdict(sta
 async def test_a_spawn_still_queued_when_cancelled_is_withdrawn():
     started: list[str] = []
     limiter = trio.CapacityLimiter(1)
-    spawner = executor._Spawner(lambda t: started.append(t), limiter, chunk=1)
+    spawner = executor._Spawner(lambda batch, errors: started.extend(batch), limiter, chunk=1)
     async with trio.open_nursery() as nursery:
         await limiter.acquire_on_behalf_of("holder")  # no share can start yet
         nursery.start_soon(spawner.run)
@@ -233,3 +233,66 @@ async def test_a_spawn_still_queued_when_cancelled_is_withdrawn():
             await spawner.spawn("spawned")
         assert started == ["spawned"]
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
+def test_spawn_many_starts_a_share_and_reports_each_failure_in_its_place(tmp_path):
+    from marathon.agent._spawn import spawn_many
+
+    def job(name: str, executable: str = "/bin/sleep", argv=("sleep", "1000")):
+        sandbox = tmp_path / name
+        return (executable, list(argv), {"PATH": "/bin"}, sandbox, sandbox / "stdout", sandbox / "stderr")
+
+    jobs = [job("a"), job("missing-program", str(tmp_path / "nope")), job("b"),
+            job("no-parent/c"), job("d", "/bin/sh", ["sh", "-c", "echo hi; exit 3"])]
+    (tmp_path / "b").mkdir()  # a sandbox that exists already is fine
+    results = spawn_many(jobs)
+    assert [r[3] is None for r in results] == [True, False, True, False, True]
+    assert isinstance(results[1][3], FileNotFoundError) and results[1][3].filename == jobs[1][0]
+    assert isinstance(results[3][3], FileNotFoundError) and results[3][3].filename == jobs[3][3]
+    assert results[1][:3] == results[3][:3] == (0, -1, None), "nothing started for those"
+    try:
+        for pid, pidfd, start_time, _ in (results[0], results[2], results[4]):
+            assert pid > 0 and pidfd >= 0
+            assert start_time == machine.proc_start_time(pid)
+            assert os.get_inheritable(pidfd) is False
+        assert (tmp_path / "a").is_dir() and (tmp_path / "a" / "stdout").exists()
+        _, status = os.waitpid(results[4][0], 0)
+        assert os.waitstatus_to_exitcode(status) == 3
+        assert (tmp_path / "d" / "stdout").read_text() == "hi\n"
+    finally:
+        for pid, _, _, _ in (results[0], results[2]):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        for _, pidfd, _, _ in (results[0], results[2], results[4]):
+            os.close(pidfd)
+    with pytest.raises(ValueError):
+        spawn_many([job("e"), ("/bin/true", ["true"], {"A": "nul\0byte"}, tmp_path, "/o", "/e")])
+    assert not (tmp_path / "e").exists(), "bad arguments raise before anything starts"
+
+
+async def test_a_bad_environment_fails_only_its_own_task_of_a_share(start_agent):
+    driver, rec = await start_agent()
+    good = [make_task(driver.agent_id, command="sleep 1000", cpus=0.001, mem=1) for _ in range(3)]
+    bad = make_task(driver.agent_id, command="sleep 1000", cpus=0.001, mem=1, env={"X": "nul\0byte"})
+    driver.launch([good[0], bad, *good[1:]])
+    final = await rec.terminal(bad.task_id)
+    assert final.state == "TASK_FAILED" and "null byte" in final.message
+    for t in good:
+        await rec.wait(t.task_id, "TASK_RUNNING")
+    driver.kill([t.task_id for t in good])
+    for t in good:
+        assert (await rec.terminal(t.task_id)).state == "TASK_KILLED"
+
+
+async def test_a_process_that_cannot_be_watched_is_not_left_running(start_agent, tmp_path):
+    driver, _ = await start_agent()
+    ex = driver.executor
+    t = executor._Task(make_task(driver.agent_id, command="sleep 1000"), tmp_path / "sb")
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "1000"], {}, setsid=True)  # noqa: ASYNC221 - instant
+    plan = executor._Plan(["sleep", "1000"], "/bin/sleep", {}, {}, True)
+    with pytest.raises(executor.SpawnError, match="cannot watch its process"):
+        ex._spawned(t, plan, pid, -1, None, OSError(24, "Too many open files"))
+    assert not pid_alive(pid)
+    with pytest.raises(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG; reaped too

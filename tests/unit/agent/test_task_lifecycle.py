@@ -11,6 +11,7 @@ import pytest
 import trio
 from agent_helpers import Recorder, make_task, pid_alive, sandbox_of, task_pids, wait_until
 
+from marathon.agent.checkpoint import read_records
 from marathon.cluster.local import LocalDriver
 
 
@@ -259,7 +260,7 @@ async def test_clean_shutdown_kills_every_task(tmp_path):
             await wait_until(lambda: len(task_pids(t.task_id)) == 3)
             scope.cancel()
     assert task_pids(t.task_id) == []
-    assert list((tmp_path / "agent" / "checkpoint").iterdir()) == []
+    assert read_records(tmp_path / "agent" / "checkpoint") == {}
 
 
 async def test_sandboxes_beyond_the_count_limit_are_collected(start_agent, tmp_path):
