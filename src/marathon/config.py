@@ -84,6 +84,7 @@ class Config:
     agent_ports: str = field(default="31000-32000", metadata={"help": "Embedded agent host port ranges, e.g. '31000-32000,33000-33100'."})
     agent_attributes: str | None = field(default=None, metadata={"help": "Embedded agent attributes 'rack:r1;zone_id:3' (used by constraints)."})
     agent_cgroups: str = field(default="auto", metadata={"help": "auto | off: cpu/memory limits of tasks through cgroups."})
+    agent_spawn_threads: int = field(default=8, metadata={"help": "Worker threads that start the embedded agent's tasks (a burst goes to them in shares of up to 32)."})
     placement_strategy: str = field(default="binpack", metadata={"help": "binpack | spread | firstfit (an app may override it with the label MARATHON_PLACEMENT_STRATEGY)."})
     launch_batch_size: int = field(default=20000, metadata={"help": "Most instances placed and launched in one scheduling pass."})
     launch_tokens: int = field(default=100, metadata={"help": "Launch throttle: launches allowed before more tokens arrive (reset to this every refresh interval; every instance that becomes running gives one back)."})
@@ -147,6 +148,8 @@ class Config:
             raise ConfigError("--http_server must be builtin or hypercorn")
         if self.store not in ("sqlite", "memory"):
             raise ConfigError("--store must be sqlite or memory")
+        if self.agent_spawn_threads < 1:
+            raise ConfigError("--agent_spawn_threads must be at least 1")
         if self.launch_tokens < 1 or self.launch_token_refresh_interval < 1:
             raise ConfigError("--launch_tokens and --launch_token_refresh_interval must be positive")
         if not 0 < self.local_port_min <= self.local_port_max <= 65535:

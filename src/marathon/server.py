@@ -186,6 +186,7 @@ def make_driver(config: Config, time_ms: Callable[[], int]) -> ClusterDriver:
         port_ranges=port_ranges,
         attributes=parse_attributes(config.agent_attributes) if config.agent_attributes else [],
         cgroups=config.agent_cgroups,
+        spawn_concurrency=config.agent_spawn_threads,
         time_ms=time_ms,
     )
 

@@ -104,6 +104,16 @@ def test_serve_warns_when_agent_ports_reach_into_the_ephemeral_range(tmp_path, c
     assert "ephemeral" not in caplog.text
 
 
+def test_the_embedded_agent_spawns_with_the_threads_it_is_given(tmp_path):
+    from marathon.config import Config, ConfigError
+    from marathon.server import make_driver
+
+    driver = make_driver(Config(data_dir=str(tmp_path), agent_spawn_threads=3), time_ms=lambda: 0)
+    assert driver.executor._limiter.total_tokens == 3
+    with pytest.raises(ConfigError, match="--agent_spawn_threads must be at least 1"):
+        Config(agent_spawn_threads=0).validate()
+
+
 PEEK = """
 import os, time
 from marathon.agent.machine import exited_child

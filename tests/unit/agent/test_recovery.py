@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 
+import msgspec
 import trio
 from agent_helpers import crash_after_launch, make_task, pid_alive, task_pids, wait_until
 
@@ -37,6 +38,28 @@ async def test_task_survives_an_agent_crash_and_is_readopted(start_agent, tmp_pa
     assert not pid_alive(pid)
     assert driver.offers()[0].free.cpus == 2000
     assert read_records(work_dir / "checkpoint") == {}
+
+
+async def test_a_task_recorded_in_the_first_one_file_per_task_layout_is_readopted(start_agent, tmp_path):
+    # An agent of the earlier layout crashed: its record is a file of its own.
+    work_dir = tmp_path / "agent"
+    task_id = make_task("x", argv=["sleep", "1000"]).task_id
+    pid = await crash_after_launch(work_dir, task_id)
+    checkpoint = work_dir / "checkpoint"
+    (record,) = read_records(checkpoint).values()
+    (checkpoint / "journal").unlink()
+    (checkpoint / f"{task_id}.json").write_bytes(msgspec.json.encode(record))
+
+    driver, rec = await start_agent(resources=TOTAL)
+    driver.reconcile([task_id])
+    await rec.wait(task_id, "TASK_RUNNING")
+    await wait_until(lambda: task_pids(task_id) == [pid])  # re-adopted, not started again
+    assert sorted(os.listdir(checkpoint)) == ["journal"]
+    assert read_records(checkpoint) == {task_id: record}
+    driver.kill([task_id])
+    assert (await rec.terminal(task_id)).state == "TASK_KILLED"
+    assert not pid_alive(pid)
+    assert read_records(checkpoint) == {}
 
 
 async def test_readopted_task_exit_is_detected(start_agent, tmp_path):
