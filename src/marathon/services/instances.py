@@ -25,6 +25,7 @@ from ..instance_update import (
     Effect,
     Expunged,
     KillTask,
+    Noop,
     Operation,
     Provision,
     Schedule,
@@ -137,7 +138,8 @@ class InstanceTracker:
         return req.effects
 
     def add_listener(self, listener: Listener) -> None:
-        """Called synchronously with every applied batch of effects."""
+        """Called synchronously with every applied batch of effects (those
+        that changed nothing, `Noop`, left out)."""
         self._listeners.append(listener)
 
     def kill_tasks(self, instances: Iterable[Instance]) -> None:
@@ -301,9 +303,9 @@ class InstanceTracker:
             if n % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
         self._task_failures.update(failures)
-        all_effects: list[Effect] = []
-        for req in batch:
-            all_effects.extend(req.effects)
+        # Listeners never act on a Noop, and a reconciliation of 100,000
+        # tasks is 200,000 of them: each listener would walk them all.
+        all_effects: list[Effect] = [eff for req in batch for eff in req.effects if type(eff) is not Noop]
         events = await self._after_apply(batch, all_effects)
         for req in batch:
             req.done.set()
@@ -339,6 +341,8 @@ class InstanceTracker:
                 n += 1
                 if n % YIELD_EVERY == 0:
                     await trio.lowlevel.checkpoint()
+                if type(eff) is Noop:
+                    continue
                 if isinstance(eff, _CHANGED):
                     inst = eff.instance
                     prev = eff.previous if isinstance(eff, Updated) else None

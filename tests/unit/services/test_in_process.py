@@ -194,3 +194,34 @@ async def test_launch_tokens_meter_launches_and_come_back_as_tasks_run(autojump_
             await m.settle()
         assert len(m.running("/svc")) == 35
         assert m.services.scheduler.passes >= 4
+
+
+async def test_a_reconciliation_that_changes_nothing_reaches_no_listener_and_no_store(autojump_clock):
+    async with InProcess.start(agents=4) as m:
+        await m.client.post("/v2/apps", json=dict(APP, instances=5))
+        with trio.fail_after(600):
+            await m.settle()
+        seen: list = []
+        m.services.tracker.add_listener(seen.extend)
+        repo = m.services.tracker._repo
+        real_commit = repo.commit
+        written: list[int] = []
+
+        async def counting(ops):
+            written.append(len(ops))
+            return await real_commit(ops)
+
+        repo.commit = counting
+        try:
+            before = {i.instance_id: i for i in m.running("/svc")}
+            ids = [i.task.task_id for i in before.values()]
+            m.driver.reconcile(ids)
+            m.driver.reconcile(None)
+            with trio.fail_after(600):
+                await m.wait_until(lambda: written)  # the statuses were applied
+                await m.settle()
+        finally:
+            repo.commit = real_commit
+        assert seen == [], "every effect was a Noop"
+        assert sum(written) == 0
+        assert {i.instance_id: i for i in m.running("/svc")} == before
