@@ -296,3 +296,32 @@ async def test_a_process_that_cannot_be_watched_is_not_left_running(start_agent,
     assert not pid_alive(pid)
     with pytest.raises(ChildProcessError):
         os.waitpid(pid, os.WNOHANG)  # noqa: ASYNC222 - WNOHANG; reaped too
+
+
+async def test_a_burst_logs_one_line_at_info_and_each_task_at_debug(start_agent, caplog):
+    driver, rec = await start_agent()
+    caplog.set_level("DEBUG", logger="marathon.agent")
+
+    def lines(word: str, level: str) -> int:
+        return sum(1 for r in caplog.records if r.levelname == level and r.getMessage().startswith(word))
+
+    burst = [make_task(driver.agent_id, command="sleep 1000", cpus=0.001, mem=1)
+             for _ in range(executor.LOG_EACH_TASK_UP_TO + 1)]
+    driver.launch(burst)
+    for t in burst:
+        await rec.wait(t.task_id, "TASK_RUNNING")
+    assert lines("tasks_launching count=51", "INFO") == 1
+    assert lines("task_launched", "INFO") == 0 and lines("task_launched", "DEBUG") == 51
+    single = make_task(driver.agent_id, command="sleep 1000")
+    driver.launch([single])
+    await rec.wait(single.task_id, "TASK_RUNNING")
+    assert lines("task_launched", "INFO") == 1
+
+    driver.kill([t.task_id for t in burst])
+    for t in burst:
+        await rec.terminal(t.task_id)
+    assert lines("tasks_killing count=51", "INFO") == 1
+    assert lines("task_exited", "INFO") == 0 and lines("task_exited", "DEBUG") == 51
+    driver.kill([single.task_id])
+    await rec.terminal(single.task_id)
+    assert lines("task_exited", "INFO") == 1
