@@ -36,6 +36,12 @@ log = logging.getLogger("marathon.scheduler")
 RETRY_UNPLACED_SECONDS = 5.0
 # Passes with at least this many agents + instances run in a worker thread.
 THREAD_PASS_SIZE = 2000
+# The first pass of a burst (one that does not follow a pass at once) places
+# at most this many instances, so that their tasks start while the rest is
+# placed: before the first launch a pass of 1,000 instances is ~0.1 s of
+# matching, two commits and building launches, during which the agents
+# have nothing to do.  The passes that follow take the full batch.
+FIRST_PASS_SIZE = 256
 
 
 class Scheduler:
@@ -144,10 +150,11 @@ class Scheduler:
         requests: list[matching.PlacementRequest] = []
         definition_of: dict[str, AppDefinition] = {}  # instance id -> the definition it runs
         orphans = []
-        budget = self._batch_size if self.tokens is None else min(self._batch_size, self.tokens)
+        cap = self._batch_size if self._more else min(self._batch_size, FIRST_PASS_SIZE)
+        budget = cap if self.tokens is None else min(cap, self.tokens)
         # Out of tokens is not "more to do at once": the next pass waits for
         # tokens to come back (`_set_tokens` wakes it).
-        by_tokens = self.tokens is not None and self.tokens < self._batch_size
+        by_tokens = self.tokens is not None and self.tokens < cap
         left_over = False  # scheduled instances this pass leaves for a later one
         for app_id, instances in self._tracker.scheduled().items():
             if budget <= 0:

@@ -225,3 +225,27 @@ async def test_a_reconciliation_that_changes_nothing_reaches_no_listener_and_no_
         assert seen == [], "every effect was a Noop"
         assert sum(written) == 0
         assert {i.instance_id: i for i in m.running("/svc")} == before
+
+
+async def test_a_bursts_first_pass_is_small_and_the_rest_follows_at_once(autojump_clock):
+    from marathon.services.scheduler import FIRST_PASS_SIZE
+
+    sim = SimConfig(agents=20, cpus=100, mem=1_000_000, start_delay=100)  # nothing gives tokens back
+    async with InProcess.start(sim=sim, launch_tokens=10_000, launch_token_refresh_interval=3_600_000) as m:
+        calls: list[int] = []
+        launch = m.driver.launch
+
+        def counting(tasks):
+            calls.append(len(tasks))
+            launch(tasks)
+
+        m.driver.launch = counting
+        r = await m.client.post("/v2/apps", json={**APP, "cpus": 0.1, "mem": 1, "instances": 1000})
+        assert r.status_code == 201
+        with trio.fail_after(5):  # well before any task runs or any refresh
+            await m.wait_until(lambda: sum(calls) == 1000)
+        assert calls[0] == FIRST_PASS_SIZE, "the first tasks start before the rest is placed"
+        assert m.services.scheduler.passes == 2
+        with trio.fail_after(600):
+            await m.settle()
+        assert len(m.running("/svc")) == 1000
