@@ -105,16 +105,22 @@ async def test_tasks_report_their_agents_address_without_any_dns(autojump_clock)
         }
 
 
+def _count_launches(m: InProcess) -> list[int]:
+    """The size of every launch call the driver gets from now on."""
+    calls: list[int] = []
+    launch = m.driver.launch
+
+    def counting(tasks):
+        calls.append(len(tasks))
+        launch(tasks)
+
+    m.driver.launch = counting
+    return calls
+
+
 async def test_a_large_pass_reaches_the_driver_in_slices_with_every_launch_once(autojump_clock):
     async with InProcess.start(sim=SimConfig(agents=20, cpus=100, mem=1_000_000)) as m:
-        calls: list[int] = []
-        launch = m.driver.launch
-
-        def counting(tasks):
-            calls.append(len(tasks))
-            launch(tasks)
-
-        m.driver.launch = counting
+        calls = _count_launches(m)
         r = await m.client.post("/v2/apps", json={**APP, "cpus": 0.1, "mem": 1, "instances": 1234})
         assert r.status_code == 201
         with trio.fail_after(600):
@@ -232,14 +238,7 @@ async def test_a_bursts_first_pass_is_small_and_the_rest_follows_at_once(autojum
 
     sim = SimConfig(agents=20, cpus=100, mem=1_000_000, start_delay=100)  # nothing gives tokens back
     async with InProcess.start(sim=sim, launch_tokens=10_000, launch_token_refresh_interval=3_600_000) as m:
-        calls: list[int] = []
-        launch = m.driver.launch
-
-        def counting(tasks):
-            calls.append(len(tasks))
-            launch(tasks)
-
-        m.driver.launch = counting
+        calls = _count_launches(m)
         r = await m.client.post("/v2/apps", json={**APP, "cpus": 0.1, "mem": 1, "instances": 1000})
         assert r.status_code == 201
         with trio.fail_after(5):  # well before any task runs or any refresh
