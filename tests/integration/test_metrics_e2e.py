@@ -204,16 +204,20 @@ def test_metrics_follow_an_app_to_every_reporter_and_survive_carbon_going_away(m
     assert p["marathon_tasks_launched_counter"] == 2
     assert p["marathon_http_responses_2xx_rate_meter_count"] >= 1
 
-    # StatsD and DataDog receivers get every metric as gauges.
+    # StatsD and DataDog receivers get every metric as gauges.  A report
+    # spans several datagrams (at most 1,432 bytes each), which the
+    # receiver's thread takes in one by one: wait for each line.
     wait_for(lambda: statsd.has("marathon.instances.running.gauge:2|g"), timeout=10, message="statsd gauge")
-    assert statsd.has("marathon.apps.active.gauge:1|g")
+    wait_for(lambda: statsd.has("marathon.apps.active.gauge:1|g"), timeout=10, message="statsd apps gauge")
     tags = "|#framework:marathon,env:e2e"
     wait_for(lambda: datadog.has("marathon.instances.running.gauge:2|g" + tags), timeout=10, message="datadog gauge")
-    assert datadog.has("marathon.tasks.launched.counter:2|g" + tags)
+    wait_for(lambda: datadog.has("marathon.tasks.launched.counter:2|g" + tags), timeout=10,
+             message="datadog counter")
 
     # Graphite: the points are in carbon's whisper files.
     wait_for(lambda: 2.0 in carbon.values("marathon.instances.running.gauge", since), timeout=15, message="whisper")
-    assert 1.0 in carbon.values("marathon.apps.active.gauge", since)
+    # carbon writes each metric's whisper file on its own: wait for this one too.
+    wait_for(lambda: 1.0 in carbon.values("marathon.apps.active.gauge", since), timeout=15, message="whisper apps")
 
     # Carbon goes away: the server keeps answering at once, and logs it once.
     carbon.stop()
