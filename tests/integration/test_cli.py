@@ -55,6 +55,17 @@ def test_port_in_use_exits_111(tmp_path):
     assert "cannot bind" in proc.stderr
 
 
+def test_a_second_server_on_the_same_data_dir_exits_112_and_leaves_the_first_alone(tmp_path):
+    with MarathonProcess(tmp_path) as first:
+        assert first.proc is not None
+        second = MarathonProcess(tmp_path)  # its own port, the same data dir
+        proc = subprocess.run(second.command(), capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 112, proc.stderr
+        assert f"in use by another agent (pid {first.proc.pid})" in proc.stderr
+        assert "--data_dir" in proc.stderr
+        assert first.client.get("/ping").status_code == 200
+
+
 def test_environment_variables_configure_the_server(tmp_path):
     m = MarathonProcess(tmp_path, env={"MARATHON_MESOS_ROLE": "ops"})
     with m:

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import fcntl
 import logging
 import os
 import pwd
@@ -159,6 +160,10 @@ class _Task:
 # its batches: a line costs the event loop tens of microseconds in a burst
 # (S6, 1,000 tasks: 10% of the launch rate at info).
 LOG_EACH_TASK_UP_TO = 50
+
+
+class WorkDirInUse(RuntimeError):
+    """Another agent (in this process or another) runs on the same work dir."""
 
 
 class _Outbox:
@@ -949,6 +954,31 @@ class Executor:
     # -- running, recovering, stopping -------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        lock = self._lock_work_dir()
+        try:
+            await self._run(task_status)
+        finally:
+            os.close(lock)
+
+    def _lock_work_dir(self) -> int:
+        """Hold `<work dir>/lock` for as long as the agent runs.  Two agents
+        on one work dir would each take the other's tasks for leftovers of
+        a crash and kill them, and rewrite each other's checkpoint journal."""
+        fd = os.open(self.work_dir / "lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise WorkDirInUse(
+                f"the embedded agent's work dir {self.work_dir} is in use by another agent (pid {holder}); "
+                "give each server its own --data_dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    async def _run(self, task_status: trio.TaskStatus[None]) -> None:
         self.sandboxes.mkdir(parents=True, exist_ok=True)
         self.checkpoint.ensure()
         if not machine.become_child_subreaper():

@@ -111,6 +111,7 @@ def _tune_gc() -> None:
 def _serve(config) -> int:  # type: ignore[no-untyped-def]
     import trio
 
+    from ..agent.executor import WorkDirInUse
     from ..config import ConfigError
     from ..plugins import PluginError
     from ..server import serve
@@ -125,6 +126,9 @@ def _serve(config) -> int:  # type: ignore[no-untyped-def]
         print(f"marathon: plugin initialization failed: {_first_leaf(group)}", file=sys.stderr)
         code = EXIT_PLUGIN
     except* ConfigError as group:
+        print(f"marathon: {_first_leaf(group)}", file=sys.stderr)
+        code = EXIT_BAD_FLAG
+    except* WorkDirInUse as group:
         print(f"marathon: {_first_leaf(group)}", file=sys.stderr)
         code = EXIT_BAD_FLAG
     except* OSError as group:

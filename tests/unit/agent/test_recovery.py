@@ -6,6 +6,7 @@ import os
 import signal
 
 import msgspec
+import pytest
 import trio
 from agent_helpers import crash_after_launch, make_task, pid_alive, task_pids, wait_until
 
@@ -123,3 +124,18 @@ async def test_process_of_a_task_without_a_record_is_killed_at_start(start_agent
         stray.kill()
         with trio.CancelScope(shield=True):
             await stray.wait()
+
+
+async def test_a_second_agent_on_the_same_work_dir_is_refused(start_agent, tmp_path):
+    from marathon.agent.executor import WorkDirInUse
+
+    driver, rec = await start_agent()
+    t = make_task(driver.agent_id, command="sleep 1000")
+    driver.launch([t])
+    await rec.wait(t.task_id, "TASK_RUNNING")
+    with pytest.raises(WorkDirInUse, match=rf"in use by another agent \(pid {os.getpid()}\)"):
+        await start_agent()  # same name, same work dir
+    assert pid_alive(driver.executor.task_pid(t.task_id)), "the first agent's task was left alone"
+    assert read_records(tmp_path / "agent" / "checkpoint").keys() == {t.task_id}
+    driver.kill([t.task_id])
+    assert (await rec.terminal(t.task_id)).state == "TASK_KILLED"
