@@ -21,6 +21,12 @@ import platformdirs
 
 FEATURES = frozenset({"vips", "task_killing", "external_volumes", "secrets", "gpu_resources"})
 
+# A batch of more task changes than this (the instance tracker's, or a
+# launch or kill of the embedded agent) logs one summary line at info and
+# each task's own line at debug: per-task lines cost more CPU than placing
+# a burst, and each write gives the GIL up to busy worker threads.
+LOG_EACH_TASK_UP_TO = 50
+
 
 class ConfigError(ValueError):
     """An invalid flag value; the CLI exits with 112 (Marathon's code)."""

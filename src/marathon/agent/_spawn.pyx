@@ -179,37 +179,6 @@ cdef long long _start_time(pid_t pid) noexcept nogil:
     return value
 
 
-def spawn(executable, argv, env, cwd, stdout, stderr):
-    """Start `executable` with `argv` and `env` (a mapping) in `cwd`, in a new
-    session, stdin from /dev/null and stdout/stderr appended to the two
-    paths.  Returns the pid; raises OSError if the child could not exec."""
-    cdef list c_argv = [_fs(a) for a in argv]
-    cdef list c_env = [_fs(k) + b"=" + _fs(v) for k, v in env.items()]
-    cdef bytes c_path = _fs(executable), c_cwd = _fs(cwd)
-    cdef bytes c_out = _fs(stdout), c_err = _fs(stderr)
-    if not c_argv:
-        raise ValueError("argv must not be empty")
-    cdef char **argv_arr = _c_array(c_argv)
-    cdef char **env_arr = NULL
-    cdef pid_t pid = 0
-    cdef int rc = 0
-    cdef const char *path_p = c_path
-    cdef const char *cwd_p = c_cwd
-    cdef const char *out_p = c_out
-    cdef const char *err_p = c_err
-    try:
-        env_arr = _c_array(c_env)
-        with nogil:
-            rc = _spawn(&pid, path_p, argv_arr, env_arr, cwd_p, out_p, err_p)
-    finally:
-        free(argv_arr)
-        free(env_arr)
-    if rc != 0:
-        import os
-        raise OSError(rc, os.strerror(rc), executable)
-    return pid
-
-
 cdef struct _Job:
     const char *path
     char **argv
@@ -222,6 +191,50 @@ cdef struct _Job:
     long long start_time
     int error  # an errno, 0 if none
     int stage  # where it failed: 1 the sandbox directory, 2 the spawn, 3 the pidfd
+
+
+cdef int _prepare(_Job *job, executable, argv, env, cwd, stdout, stderr, list keep) except -1:
+    """Fill `job` from Python values; the bytes it points into go to `keep`
+    (which must outlive the job).  `job.argv`/`job.env` are the caller's to free."""
+    cdef list c_argv = [_fs(a) for a in argv]
+    if not c_argv:
+        raise ValueError("argv must not be empty")
+    cdef list c_env = [_fs(k) + b"=" + _fs(v) for k, v in env.items()]
+    cdef bytes c_path = _fs(executable), c_cwd = _fs(cwd), c_out = _fs(stdout), c_err = _fs(stderr)
+    keep.append((c_argv, c_env, c_path, c_cwd, c_out, c_err))
+    job.argv = _c_array(c_argv)
+    job.env = _c_array(c_env)
+    job.path = c_path
+    job.cwd = c_cwd
+    job.out = c_out
+    job.err = c_err
+    job.pid = 0
+    job.pidfd = -1
+    job.start_time = -1
+    job.error = 0
+    job.stage = 0
+    return 0
+
+
+def spawn(executable, argv, env, cwd, stdout, stderr):
+    """Start `executable` with `argv` and `env` (a mapping) in `cwd`, in a new
+    session, stdin from /dev/null and stdout/stderr appended to the two
+    paths.  Returns the pid; raises OSError if the child could not exec."""
+    cdef _Job job
+    cdef list keep = []
+    job.argv = NULL
+    job.env = NULL
+    try:
+        _prepare(&job, executable, argv, env, cwd, stdout, stderr, keep)
+        with nogil:
+            job.error = _spawn(&job.pid, job.path, job.argv, job.env, job.cwd, job.out, job.err)
+    finally:
+        free(job.argv)
+        free(job.env)
+    if job.error != 0:
+        import os
+        raise OSError(job.error, os.strerror(job.error), executable)
+    return job.pid
 
 
 def spawn_many(jobs):
@@ -238,8 +251,6 @@ def spawn_many(jobs):
     """
     cdef Py_ssize_t n = len(jobs), i
     cdef list keep = []  # the bytes the C arrays point into
-    cdef list c_argv, c_env
-    cdef bytes c_path, c_cwd, c_out, c_err
     cdef _Job *arr = <_Job *>malloc(max(n, 1) * sizeof(_Job))
     if arr == NULL:
         raise MemoryError()
@@ -249,23 +260,7 @@ def spawn_many(jobs):
     try:
         for i in range(n):
             executable, argv, env, cwd, stdout, stderr = jobs[i]
-            c_argv = [_fs(a) for a in argv]
-            if not c_argv:
-                raise ValueError("argv must not be empty")
-            c_env = [_fs(k) + b"=" + _fs(v) for k, v in env.items()]
-            c_path, c_cwd, c_out, c_err = _fs(executable), _fs(cwd), _fs(stdout), _fs(stderr)
-            keep.append((c_argv, c_env, c_path, c_cwd, c_out, c_err))
-            arr[i].argv = _c_array(c_argv)
-            arr[i].env = _c_array(c_env)
-            arr[i].path = c_path
-            arr[i].cwd = c_cwd
-            arr[i].out = c_out
-            arr[i].err = c_err
-            arr[i].pid = 0
-            arr[i].pidfd = -1
-            arr[i].start_time = -1
-            arr[i].error = 0
-            arr[i].stage = 0
+            _prepare(&arr[i], executable, argv, env, cwd, stdout, stderr, keep)
         with nogil:
             for i in range(n):
                 if mkdir(arr[i].cwd, 0o755) != 0 and errno != EEXIST:

@@ -13,7 +13,8 @@ Layout under the agent's work dir:
 
 A record is put right after the spawn (with the pid and its start time; a
 burst's share of tasks in one append), again whenever the task's health
-changes, and dropped when the task is terminal.  The last line for a task
+changes, and dropped when the task is terminal (the executor's journal
+writer drops the tasks that ended meanwhile in one append).  The last line for a task
 wins.  Appends are single `write` calls on a file opened with O_APPEND, so
 lines never interleave.  A process killed in the middle of one can leave a
 torn last line: readers skip any line that does not decode, and every
@@ -39,6 +40,7 @@ import os
 import signal
 import threading
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -193,26 +195,37 @@ class Checkpoint:
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def write(self, record: TaskCheckpoint) -> None:
-        self.write_many([record])
+        self.apply([(record.launch.task_id, record)])
 
-    def write_many(self, records: list[TaskCheckpoint]) -> None:
+    def write_many(self, records: Sequence[TaskCheckpoint]) -> None:
         """Put `records` (replacing earlier ones of their tasks), in one append."""
-        lines = [(r.launch.task_id, _encoder.encode(_Put(record=r)) + b"\n") for r in records]
-        with self._lock:
-            fd = self._open()
-            _write_all(fd, b"".join(line for _, line in lines))
-            self._live.update(lines)
-            self._lines += len(lines)
-            self._compact_if_due()
+        self.apply([(r.launch.task_id, r) for r in records])
 
     def delete(self, task_id: str) -> None:
+        self.apply([(task_id, None)])
+
+    def delete_many(self, task_ids: Sequence[str]) -> None:
+        """Drop the records of `task_ids` (those that have one), in one append."""
+        self.apply([(tid, None) for tid in task_ids])
+
+    def apply(self, changes: Sequence[tuple[str, TaskCheckpoint | None]]) -> None:
+        """Put (a record) or drop (None) per task id, in order, in one append.
+        Dropping a task that has no record writes nothing."""
+        encoded = [(tid, None if rec is None else _encoder.encode(_Put(record=rec)) + b"\n")
+                   for tid, rec in changes]
         with self._lock:
             fd = self._open()
-            if self._live.pop(task_id, None) is None:
-                return
-            _write_all(fd, _encoder.encode(_Drop(task_id=task_id)) + b"\n")
-            self._lines += 1
-            self._compact_if_due()
+            out = []
+            for tid, line in encoded:
+                if line is not None:
+                    self._live[tid] = line
+                    out.append(line)
+                elif self._live.pop(tid, None) is not None:
+                    out.append(_encoder.encode(_Drop(task_id=tid)) + b"\n")
+            if out:
+                _write_all(fd, b"".join(out))
+                self._lines += len(out)
+                self._compact_if_due()
 
     def load_all(self) -> list[TaskCheckpoint]:
         """Every live record, read afresh from the directory."""

@@ -68,6 +68,7 @@ except ImportError:  # not compiled, or the pure-Python run: Popen does the job
     _posix_spawn = None
     _spawn_many = None
 
+from ..config import LOG_EACH_TASK_UP_TO
 from ..models.instance import TaskStatus
 from ..models.launch import TaskLaunch
 from ..models.resources import Resources
@@ -153,13 +154,6 @@ class _Task:
         # its own line goes to debug (one summary line is at info).
         self.quiet_launch = False
         self.quiet_kill = False
-
-
-# A launch or kill of more tasks than this logs one line at info for all of
-# them and each task's own line at debug, as the instance tracker does for
-# its batches: a line costs the event loop tens of microseconds in a burst
-# (S6, 1,000 tasks: 10% of the launch rate at info).
-LOG_EACH_TASK_UP_TO = 50
 
 
 class WorkDirInUse(RuntimeError):
@@ -357,6 +351,11 @@ class Executor:
         self._zombies_seen: dict[tuple[int, int], float] = {}
         self._condemned: set[int] = set()  # orphans we killed: reap them at once
         self._sweep_ids: set[str] = set()
+        # Checkpoint drops of ended tasks and their sandboxes to age,
+        # written by `_journal_writer`.
+        self._drops: list[str] = []
+        self._ended: list[Path] = []
+        self._journal_wakeup = trio.Event()
         self._sweep_wakeup = trio.Event()
         self._stopping = False
 
@@ -500,11 +499,9 @@ class Executor:
             t.health_scope.cancel()
         # Like Mesos: an end says nothing of health, unless health ended it.
         t.healthy = False if t.health_killed else None
-        self.checkpoint.delete(tid)
-        try:
-            os.utime(t.sandbox)  # the sandbox GC ages sandboxes from their task's end
-        except OSError:
-            pass
+        self._drops.append(tid)
+        self._ended.append(t.sandbox)
+        self._journal_wakeup.set()
         self._set(t, state, message, reason, exit_code)
         self._done[tid] = self._status_of(t)
         while len(self._done) > _DONE_LIMIT:
@@ -820,10 +817,44 @@ class Executor:
         if rec is not None:
             # So that a restarted agent reports (and reconciles) the same health.
             rec.healthy, rec.health_succeeded = t.healthy, t.health.succeeded
+            # Written before the status goes out (unlike an end, which
+            # `_journal_writer` batches): the health Marathon was told must
+            # be what a restarted agent reports.
             try:
                 self.checkpoint.write(rec)
             except OSError as e:
                 log.warning("checkpoint_failed task_id=%s error=%s", t.launch.task_id, e)
+
+    async def _journal_writer(self) -> None:
+        """Drops the checkpoint records of ended tasks and ages their
+        sandboxes: in a worker thread, a batch at a time (a scale-down of
+        1,000 tasks is one append, not 1,000 writes and `utime`s on the loop).
+
+        A drop still queued when the agent is killed is lost: that task is
+        found dead at the next start and reported failed once more, which
+        changes nothing for Marathon (it already has the task terminal).
+        """
+        while True:
+            await self._journal_wakeup.wait()
+            self._journal_wakeup = trio.Event()
+            drops, self._drops = self._drops, []
+            ended, self._ended = self._ended, []
+            # Shielded: the batch is taken, so it must be written even when
+            # the agent stops now (what is still queued is written at the end
+            # of `_work`).
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._write_journal, drops, ended)
+
+    def _write_journal(self, drops: list[str], ended: list[Path]) -> None:
+        try:
+            self.checkpoint.delete_many(drops)
+        except OSError as e:
+            log.warning("checkpoint_failed drops=%d error=%s", len(drops), e)
+        for sandbox in ended:
+            try:
+                os.utime(sandbox)  # the sandbox GC ages sandboxes from their task's end
+            except OSError:
+                pass
 
     # -- signals, groups, orphans ----------------------------------------------------
 
@@ -1005,12 +1036,15 @@ class Executor:
                     self._nursery = nursery
                     nursery.start_soon(self._outbox.pump)
                     nursery.start_soon(self._spawner.run)
+                    nursery.start_soon(self._journal_writer)
                     await self._recover()
                     nursery.start_soon(self._housekeeping)
                     nursery.start_soon(self._sweeper)
                     task_status.started()
             finally:
                 self._nursery = None
+                self._write_journal(self._drops, self._ended)  # what the writer had not taken yet
+                self._drops, self._ended = [], []
                 self.checkpoint.close()
 
     def _detect_cgroups(self) -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ..config import LOG_EACH_TASK_UP_TO
 from ..instance_update import (
     Effect,
     Expunged,
@@ -416,12 +417,6 @@ class InstanceTracker:
             if stale:
                 log.info("retrying unconfirmed kills count=%d", len(stale))
                 self._send_kills(stale)
-
-
-# A batch with more task transitions than this logs one summary line at
-# info (the tasks themselves at debug): 100,000 lines for a burst cost more
-# CPU than placing it.
-LOG_EACH_TASK_UP_TO = 50
 
 
 class _Transitions:

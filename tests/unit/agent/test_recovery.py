@@ -38,7 +38,8 @@ async def test_task_survives_an_agent_crash_and_is_readopted(start_agent, tmp_pa
     assert killed.state == "TASK_KILLED"
     assert not pid_alive(pid)
     assert driver.offers()[0].free.cpus == 2000
-    assert read_records(work_dir / "checkpoint") == {}
+    # Written by the agent's journal writer, a batch at a time.
+    await wait_until(lambda: read_records(work_dir / "checkpoint") == {})
 
 
 async def test_a_task_recorded_in_the_first_one_file_per_task_layout_is_readopted(start_agent, tmp_path):
@@ -60,7 +61,7 @@ async def test_a_task_recorded_in_the_first_one_file_per_task_layout_is_readopte
     driver.kill([task_id])
     assert (await rec.terminal(task_id)).state == "TASK_KILLED"
     assert not pid_alive(pid)
-    assert read_records(checkpoint) == {}
+    await wait_until(lambda: read_records(checkpoint) == {})
 
 
 async def test_readopted_task_exit_is_detected(start_agent, tmp_path):

@@ -18,6 +18,7 @@ from agent_helpers import make_task, pid_alive, sandbox_of, task_pids, wait_unti
 
 from marathon.agent import executor, machine
 from marathon.agent.executor import Executor, plain_command
+from marathon.config import LOG_EACH_TASK_UP_TO
 
 PURE = os.environ.get("MARATHON_PUREPYTHON", "") in ("1", "true", "yes")
 
@@ -306,7 +307,7 @@ async def test_a_burst_logs_one_line_at_info_and_each_task_at_debug(start_agent,
         return sum(1 for r in caplog.records if r.levelname == level and r.getMessage().startswith(word))
 
     burst = [make_task(driver.agent_id, command="sleep 1000", cpus=0.001, mem=1)
-             for _ in range(executor.LOG_EACH_TASK_UP_TO + 1)]
+             for _ in range(LOG_EACH_TASK_UP_TO + 1)]
     driver.launch(burst)
     for t in burst:
         await rec.wait(t.task_id, "TASK_RUNNING")

@@ -303,3 +303,31 @@ async def test_orphan_sweep_reaps_a_zombie_of_ours_at_once(start_agent):
     driver.executor._remember_group(pid)
     driver.executor._reap_orphans()
     assert not os.path.exists(f"/proc/{pid}"), "the zombie was not reaped"  # noqa: ASYNC240
+
+
+async def test_a_scale_down_drops_its_records_in_batches_off_the_event_loop(start_agent, tmp_path):
+    import threading
+
+    driver, rec = await start_agent()
+    checkpoint = driver.executor.checkpoint
+    tasks = [make_task(driver.agent_id, command="sleep 1000", cpus=0.001, mem=1) for _ in range(60)]
+    driver.launch(tasks)
+    for t in tasks:
+        await rec.wait(t.task_id, "TASK_RUNNING")
+    drops: list[tuple[int, bool]] = []  # (records dropped, on the event loop's thread)
+    apply = checkpoint.apply
+
+    def recording(changes):
+        dropped = sum(1 for _, record in changes if record is None)
+        if dropped:
+            drops.append((dropped, threading.current_thread() is threading.main_thread()))
+        apply(changes)
+
+    checkpoint.apply = recording
+    driver.kill([t.task_id for t in tasks])
+    for t in tasks:
+        assert (await rec.terminal(t.task_id)).state == "TASK_KILLED"
+    await wait_until(lambda: read_records(tmp_path / "agent" / "checkpoint") == {})
+    assert sum(n for n, _ in drops) == 60
+    assert len(drops) < 60, "ends are written a batch at a time"
+    assert not any(on_loop for _, on_loop in drops), "no checkpoint I/O on the event loop"
