@@ -279,9 +279,9 @@ class GroupManager:
                 continue
             self._queue.popleft()
             carry_app_map(root, target, change_diff)
-            changed = [a for o, a in change_diff.changed_apps if o != a]
+            edited = [(o, a) for o, a in change_diff.changed_apps if o != a]
             self._ports_after(root, target, change_diff)
-            staged.append(_Staged(req, root, target, plan, change_diff, changed, conflicts))
+            staged.append(_Staged(req, root, target, plan, change_diff, edited, conflicts))
             staged_apps.update(plan.affected_apps)
             doomed.update(conflicts)
             root = target
@@ -290,7 +290,7 @@ class GroupManager:
 
         ops = []
         for st in staged:
-            ops += self._repo.root_ops(st.target, st.changed)
+            ops += self._repo.root_ops(st.target, [a for _, a in st.edited])
             ops.append(self._repo.deployment_put(st.plan))
             ops.extend(self._repo.deployment_delete(c) for c in st.conflicts)
         try:
@@ -309,10 +309,9 @@ class GroupManager:
             for st in staged:
                 for c in st.conflicts:
                     await self._deployments.cancel(c, CANCELLED)
-                for old, app in st.diff.changed_apps:
-                    if old != app:
-                        verb = "created" if old is None else "updated"
-                        log.info("app %s app=%s version=%s instances=%d", verb, app.id, app.version, app.instances)
+                for old, app in st.edited:
+                    verb = "created" if old is None else "updated"
+                    log.info("app %s app=%s version=%s instances=%d", verb, app.id, app.version, app.instances)
                 for app in st.diff.removed_apps:
                     log.info("app deleted app=%s", app.id)
                 self.root = st.target
@@ -378,7 +377,9 @@ class _Staged:
     target: Group
     plan: DeploymentPlan
     diff: TreeDiff
-    changed: list[AppDefinition]  # created or updated (not merely another equal object)
+    # (old or None, new) of the apps created or updated, not merely
+    # replaced by an equal object
+    edited: list[tuple[AppDefinition | None, AppDefinition]]
     conflicts: list[str]
 
 
