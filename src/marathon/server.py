@@ -45,7 +45,7 @@ from .services.deployments import DeploymentManager
 from .services.events import EventBus
 from .services.groups import GroupManager, GroupsConfig
 from .services.health import AGENT_PROTOCOLS, HealthService
-from .services.instances import InstanceTracker
+from .services.instances import InstanceTracker, Submitted
 from .services.launch_queue import LaunchQueue
 from .services.metrics import MetricsRegistry, MetricsService, collect_sinks
 from .services.metrics import install as install_metrics
@@ -123,6 +123,10 @@ async def _pump_status_updates(
 ) -> None:
     """Agent status updates -> instance tracker, in batches."""
     updates = driver.updates
+    # The batch before this one, still being applied: the next batch is
+    # parsed and queued meanwhile, so the tracker can resolve it while the
+    # first one is stored.
+    previous: Submitted | None = None
     while True:
         batch: list[TaskStatus] = [await updates.receive()]
         while len(batch) < STATUS_BATCH:
@@ -161,10 +165,17 @@ async def _pump_status_updates(
                     task_killing=task_killing,
                 )
             )
-        try:
-            await tracker.process(ops)
-        except Exception:
-            log.exception("applying status updates failed count=%d", len(ops))
+        submitted = await tracker.submit(ops)
+        if previous is not None:
+            await _applied(previous)
+        previous = submitted
+
+
+async def _applied(submitted: Submitted) -> None:
+    try:
+        await submitted.effects()
+    except Exception:
+        log.exception("applying status updates failed count=%d", submitted.count)
 
 
 def make_driver(config: Config, time_ms: Callable[[], int]) -> ClusterDriver:

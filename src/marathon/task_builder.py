@@ -14,6 +14,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec.structs
 from msgspec import UNSET
 
 from .models.app import MESOS_HEALTH_PROTOCOLS, AppDefinition, EnvSecretRef, HealthCheck
@@ -181,35 +182,58 @@ def build_launch(
         env_vars_prefix=env_vars_prefix,
         enforce_role=enforce_role,
     )
-    limits = app.resource_limits
-    cmd = app.cmd if isinstance(app.cmd, str) else None
-    return TaskLaunch(
+    return msgspec.structs.replace(
+        _launch_template(app),
         task_id=task.task_id,
         instance_id=instance.instance_id,
-        app_id=app.id,
         agent_id=instance.agent_id,
-        shell=cmd is not None,
-        command=cmd,
-        argv=list(app.args) if cmd is None else [],
         env=env,
-        cpus=app.cpus,
-        mem=app.mem,
-        disk=app.disk,
-        gpus=app.gpus,
-        cpu_limit=None if limits is UNSET or limits.cpus is UNSET else limits.cpus,  # type: ignore[union-attr]
-        mem_limit=None if limits is UNSET or limits.mem is UNSET else limits.mem,  # type: ignore[union-attr]
         host_ports=list(task.host_ports),
-        kill_grace_seconds=float(app.task_kill_grace_period_seconds)
-        if app.task_kill_grace_period_seconds is not UNSET
-        else DEFAULT_KILL_GRACE_SECONDS,
-        user=app.user if isinstance(app.user, str) else None,
-        fetch=[
-            FetchUri(
-                uri=f.uri, extract=f.extract, executable=f.executable, cache=f.cache,
-                dest_path=None if f.dest_path is UNSET else f.dest_path,  # type: ignore[arg-type]
-            )
-            for f in app.fetch
-        ],
-        labels=dict(app.labels),
         health_check=agent_health_check(app, ports),
     )
+
+
+_TEMPLATES: dict[tuple[str, str], tuple[AppDefinition, TaskLaunch]] = {}
+
+
+def _launch_template(app: AppDefinition) -> TaskLaunch:
+    """What every launch of an app version has in common, built once: a
+    burst builds thousands of launches, each a copy with the task's own
+    fields.  The copies share the template's argv, fetch and labels (a
+    launch is read-only)."""
+    key = (app.id, app.version if app.version is not UNSET else "")  # type: ignore[arg-type]
+    cached = _TEMPLATES.get(key)
+    if cached is None or (cached[0] is not app and cached[0] != app):
+        if len(_TEMPLATES) > 4096:
+            _TEMPLATES.clear()
+        limits = app.resource_limits
+        cmd = app.cmd if isinstance(app.cmd, str) else None
+        template = TaskLaunch(
+            task_id="",
+            instance_id="",
+            app_id=app.id,
+            agent_id="",
+            shell=cmd is not None,
+            command=cmd,
+            argv=list(app.args) if cmd is None else [],
+            cpus=app.cpus,
+            mem=app.mem,
+            disk=app.disk,
+            gpus=app.gpus,
+            cpu_limit=None if limits is UNSET or limits.cpus is UNSET else limits.cpus,  # type: ignore[union-attr]
+            mem_limit=None if limits is UNSET or limits.mem is UNSET else limits.mem,  # type: ignore[union-attr]
+            kill_grace_seconds=float(app.task_kill_grace_period_seconds)
+            if app.task_kill_grace_period_seconds is not UNSET
+            else DEFAULT_KILL_GRACE_SECONDS,
+            user=app.user if isinstance(app.user, str) else None,
+            fetch=[
+                FetchUri(
+                    uri=f.uri, extract=f.extract, executable=f.executable, cache=f.cache,
+                    dest_path=None if f.dest_path is UNSET else f.dest_path,  # type: ignore[arg-type]
+                )
+                for f in app.fetch
+            ],
+            labels=dict(app.labels),
+        )
+        cached = _TEMPLATES[key] = (app, template)
+    return cached[1]

@@ -8,6 +8,10 @@ applies the batch in memory, publishes events, asks the agents to kill what
 must die and notifies listeners.  A batch that fails to persist changes
 nothing and its callers get the error.
 
+While one batch is being stored (in the store's worker thread), the next is
+resolved against it and encoded; it is stored once the first is applied.
+If the first fails, the second is resolved again against what is stored.
+
 Readers (API, deployments, scheduler) use the in-memory views; what they see
 is durable, except a task's launch progress (Staging, Starting), which the
 agents report again after a crash.
@@ -44,6 +48,7 @@ from ..models.events import (
 )
 from ..models.instance import ACTIVE, TASK_FAILURE, TERMINAL, Goal, Instance
 from ..models.timestamp import format_ms
+from ..storage import Op
 from ..storage.repository import StateRepository, TaskFailure
 from ._pacing import YIELD_EVERY
 from .events import EventBus
@@ -63,9 +68,51 @@ def _op_instance_id(op: Operation) -> str:
 @dataclass(eq=False)
 class _Request:
     ops: Sequence[Operation]
+    resolved: trio.Event = field(default_factory=trio.Event)
     done: trio.Event = field(default_factory=trio.Event)
     effects: list[Effect] = field(default_factory=list)
     error: BaseException | None = None
+
+
+@dataclass(eq=False)
+class _Staged:
+    """A resolved batch: what it changes and the ops that store it."""
+
+    batch: list[_Request]
+    overlay: dict[str, Instance | None]  # instance id -> new state (None: expunged)
+    failures: dict[str, TaskFailure]
+    ops: list[Op]
+    stored: trio.Event = field(default_factory=trio.Event)
+    error: Exception | None = None
+
+
+class Submitted:
+    """Operations handed to the tracker; `effects()` waits until they are applied."""
+
+    __slots__ = ("_req",)
+
+    def __init__(self, req: _Request) -> None:
+        self._req = req
+
+    @property
+    def count(self) -> int:
+        return len(self._req.ops)
+
+    async def effects(self) -> list[Effect]:
+        """One effect per operation, in order; raises what storing raised."""
+        await self._req.done.wait()
+        if self._req.error is not None:
+            raise self._req.error
+        return self._req.effects
+
+    async def resolved(self) -> list[Effect]:
+        """The effects as first resolved, before they are stored: work that
+        only follows from them (building launches) can go on meanwhile.  Not
+        durable, and not final: if the batch stored before this one fails,
+        these operations are resolved again, and `effects()` returns a new
+        list (compare by identity)."""
+        await self._req.resolved.wait()
+        return self._req.effects
 
 
 Listener = Callable[[Sequence[Effect]], None]
@@ -100,6 +147,8 @@ class InstanceTracker:
         self._app_events: dict[str, trio.Event] = {}
         self._listeners: list[Listener] = []
         self._send, self._recv = trio.open_memory_channel[_Request](10000)
+        # Set when a request is queued or a batch is stored.
+        self._wakeup = trio.Event()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -113,17 +162,54 @@ class InstanceTracker:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._retry_kills)
             task_status.started()
+            # One batch is being stored while the next one is resolved and
+            # encoded against it (a pipeline of two): the store's worker
+            # thread and this loop work at the same time, and the views
+            # still only ever show what is durable.
+            storing: _Staged | None = None
             while True:
-                batch = [await self._recv.receive()]
-                count = len(batch[0].ops)
-                while count < self._max_batch:
-                    try:
-                        req = self._recv.receive_nowait()
-                    except trio.WouldBlock:
-                        break
-                    batch.append(req)
-                    count += len(req.ops)
-                await self._apply_batch(batch)
+                if storing is None:
+                    batch = self._gather([await self._recv.receive()])
+                else:
+                    await self._stored_or_queued(storing)
+                    batch = self._gather([])
+                staged = await self._stage(batch, storing.overlay if storing else {}) if batch else None
+                if storing is not None:
+                    await storing.stored.wait()
+                    if storing.error is not None:
+                        self._fail(storing)
+                        if staged is not None:
+                            # Resolved against changes that were never
+                            # stored: resolve again against what is.
+                            for req in staged.batch:
+                                req.effects = []
+                            staged = await self._stage(staged.batch, {})
+                if staged is not None:
+                    nursery.start_soon(self._store, staged)
+                if storing is not None and storing.error is None:
+                    # The next batch is being stored meanwhile.
+                    await self._apply(storing)
+                storing = staged
+
+    async def _stored_or_queued(self, storing: _Staged) -> None:
+        """Wait until `storing` is stored or a request is queued."""
+        while True:
+            self._wakeup = trio.Event()
+            if storing.stored.is_set() or self._recv.statistics().current_buffer_used:
+                await trio.lowlevel.checkpoint()
+                return
+            await self._wakeup.wait()
+
+    def _gather(self, batch: list[_Request]) -> list[_Request]:
+        count = sum(len(req.ops) for req in batch)
+        while count < self._max_batch:
+            try:
+                req = self._recv.receive_nowait()
+            except trio.WouldBlock:
+                break
+            batch.append(req)
+            count += len(req.ops)
+        return batch
 
     # -- writes ---------------------------------------------------------------
 
@@ -131,12 +217,21 @@ class InstanceTracker:
         """Resolve, persist and apply `ops`; returns one effect per op, in order."""
         if not ops:
             return []
+        return await (await self.submit(ops)).effects()
+
+    async def submit(self, ops: Sequence[Operation]) -> Submitted:
+        """Queue `ops` and return at once (waiting only while the queue is
+        full); the result says when they are applied.  A producer that need
+        not wait for each batch (the status pump) keeps the next one coming
+        while this one is stored."""
         req = _Request(ops)
-        await self._send.send(req)
-        await req.done.wait()
-        if req.error is not None:
-            raise req.error
-        return req.effects
+        if ops:
+            await self._send.send(req)
+            self._wakeup.set()
+        else:
+            req.resolved.set()
+            req.done.set()
+        return Submitted(req)
 
     def add_listener(self, listener: Listener) -> None:
         """Called synchronously with every applied batch of effects (those
@@ -254,9 +349,16 @@ class InstanceTracker:
             if not sched:
                 del self._scheduled[inst.run_spec_id]
 
-    async def _apply_batch(self, batch: list[_Request]) -> None:
+    async def _stage(self, batch: list[_Request], storing: dict[str, Instance | None]) -> _Staged:
+        """Resolve `batch` against the views as left by the batch being
+        stored (`storing`, its changed instances) and build its store ops."""
         overlay: dict[str, Instance | None] = {}
         failures: dict[str, TaskFailure] = {}
+        instances = self._instances
+
+        def before(iid: str) -> Instance | None:
+            return storing[iid] if iid in storing else instances.get(iid)
+
         n = 0
         for req in batch:
             for op in req.ops:
@@ -266,7 +368,7 @@ class InstanceTracker:
                     # between keeps the API answering during a burst.
                     await trio.lowlevel.checkpoint()
                 iid = _op_instance_id(op)
-                cur = overlay[iid] if iid in overlay else self._instances.get(iid)
+                cur = overlay[iid] if iid in overlay else before(iid)
                 eff = resolve(cur, op)
                 if isinstance(eff, Updated):
                     overlay[iid] = eff.instance
@@ -277,33 +379,44 @@ class InstanceTracker:
                     if failure is not None:
                         failures[failure.app_id] = failure
                 req.effects.append(eff)
-        ops = []
+        for req in batch:
+            req.resolved.set()
+        ops: list[Op] = []
         for n, (iid, inst) in enumerate(overlay.items(), 1):
-            if not _launch_progress_only(self._instances.get(iid), inst):
+            if not _launch_progress_only(before(iid), inst):
                 ops.append(self._repo.instance_put(inst) if inst is not None else self._repo.instance_delete(iid))
             if n % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
         ops.extend(self._repo.task_failure_put(f) for f in failures.values())
-        try:
-            await self._repo.commit(ops)
-        except BaseException as exc:
-            log.error("persisting instance batch failed ops=%d error=%s", len(ops), exc)
-            for req in batch:
-                req.effects = []
-                req.error = exc
-                req.done.set()
-            if not isinstance(exc, Exception):
-                raise
-            return
+        return _Staged(batch, overlay, failures, ops)
 
-        for n, (iid, inst) in enumerate(overlay.items(), 1):
+    async def _store(self, staged: _Staged) -> None:
+        try:
+            await self._repo.commit(staged.ops)
+        except Exception as exc:
+            log.error("persisting instance batch failed ops=%d error=%s", len(staged.ops), exc)
+            staged.error = exc
+        finally:
+            staged.stored.set()
+            self._wakeup.set()
+
+    def _fail(self, staged: _Staged) -> None:
+        for req in staged.batch:
+            req.effects = []
+            req.error = staged.error
+            req.done.set()
+
+    async def _apply(self, staged: _Staged) -> None:
+        """A stored batch reaches the views, the listeners and the bus."""
+        batch = staged.batch
+        for n, (iid, inst) in enumerate(staged.overlay.items(), 1):
             if inst is None:
                 self._unindex(iid)
             else:
                 self._index(inst)
             if n % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
-        self._task_failures.update(failures)
+        self._task_failures.update(staged.failures)
         # Listeners never act on a Noop, and a reconciliation of 100,000
         # tasks is 200,000 of them: each listener would walk them all.
         all_effects: list[Effect] = [eff for req in batch for eff in req.effects if type(eff) is not Noop]

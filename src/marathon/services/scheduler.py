@@ -213,7 +213,32 @@ class Scheduler:
             ))
             if n % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
-        effects = await self._tracker.process(ops)
+        submitted = await self._tracker.submit(ops)
+        # The launches are built while the placements are being stored; they
+        # go out only once the placements are durable.
+        resolved = await submitted.resolved()
+        launches = await self._launches(resolved, definition_of, root)
+        effects = await submitted.effects()
+        if effects is not resolved:
+            launches = await self._launches(effects, definition_of, root)
+        if self.tokens is not None:
+            # Spent before anything is sent: the first statuses may come
+            # back (and give tokens back) while later slices are still going.
+            self.tokens -= len(launches)
+        # In slices: a driver's launch is synchronous work per task (the
+        # embedded agent starts a trio task each, the simulator books
+        # resources and answers), and 20,000 at once held the loop ~150 ms.
+        for start in range(0, len(launches), YIELD_EVERY):
+            self._driver.launch(launches[start:start + YIELD_EVERY])
+            if start + YIELD_EVERY < len(launches):
+                await trio.lowlevel.checkpoint()
+        self.launched += len(launches)
+        log.debug("scheduling pass placed=%d unplaced_apps=%d", len(launches), len(result.unplaced))
+        return len(launches)
+
+    async def _launches(
+        self, effects: list[Effect], definition_of: dict[str, AppDefinition], root: Group
+    ) -> list[TaskLaunch]:
         launches: list[TaskLaunch] = []
         enforce: dict[int, bool] = {}
         for n, eff in enumerate(effects):
@@ -231,21 +256,7 @@ class Scheduler:
             if n % YIELD_EVERY == YIELD_EVERY - 1:
                 # Thousands of launches are built here: let requests in between.
                 await trio.lowlevel.checkpoint()
-        if self.tokens is not None:
-            # Spent before anything is sent: the first statuses may come
-            # back (and give tokens back) while later slices are still going.
-            self.tokens -= len(launches)
-        # In slices: a driver's launch is synchronous work per task (the
-        # embedded agent starts a trio task each, the simulator books
-        # resources and answers), and 20,000 at once held the loop ~150 ms.
-        for start in range(0, len(launches), YIELD_EVERY):
-            self._driver.launch(launches[start:start + YIELD_EVERY])
-            if start + YIELD_EVERY < len(launches):
-                await trio.lowlevel.checkpoint()
-        self.launched += len(launches)
-        log.debug("scheduling pass placed=%d unplaced_apps=%d", len(launches), len(result.unplaced))
-        return len(launches)
-
+        return launches
 
     async def _by_definition(
         self, app: AppDefinition, instances: list[Instance]
