@@ -11,8 +11,9 @@ from __future__ import annotations
 import random
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import msgspec.structs
 from msgspec import UNSET
@@ -76,20 +77,41 @@ def label_variables(labels: dict[str, str]) -> dict[str, str]:
     return env
 
 
-_STATIC_ENV: dict[tuple[str, str, bool], tuple[AppDefinition, dict[str, str], dict[str, str]]] = {}
+_T = TypeVar("_T")
+_CACHE_LIMIT = 4096
+
+
+def _per_version(cache: dict[tuple, tuple[AppDefinition, _T]], key: tuple, app: AppDefinition,
+                 build: Callable[[], _T]) -> _T:
+    """What `build` makes for this app version, made once per version.  An
+    equal definition in another object (a new root) takes the entry over,
+    so the next lookup is an identity check again."""
+    cached = cache.get(key)
+    if cached is not None and cached[0] is not app:
+        if cached[0] == app:
+            cache[key] = cached = (app, cached[1])
+        else:
+            cached = None
+    if cached is None:
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        cached = cache[key] = (app, build())
+    return cached[1]
+
+
+_STATIC_ENV: dict[tuple, tuple[AppDefinition, tuple[dict[str, str], dict[str, str]]]] = {}
 
 
 def _static_environment(app: AppDefinition, enforce_role: bool) -> tuple[dict[str, str], dict[str, str]]:
     """(Marathon's variables, the user's string variables) of an app version:
     the same for every task of it, so built once (a burst launches thousands)."""
-    key = (app.id, app.version if app.version is not UNSET else "", enforce_role)  # type: ignore[arg-type]
-    cached = _STATIC_ENV.get(key)
-    if cached is None or (cached[0] is not app and cached[0] != app):
-        if len(_STATIC_ENV) > 4096:
-            _STATIC_ENV.clear()
+
+    def build() -> tuple[dict[str, str], dict[str, str]]:
         user = {k: v for k, v in app.env.items() if not isinstance(v, EnvSecretRef)}  # secrets: a plugin's job
-        cached = _STATIC_ENV[key] = (app, _marathon_variables(app, enforce_role), user)
-    return cached[1], cached[2]
+        return _marathon_variables(app, enforce_role), user
+
+    key = (app.id, app.version if app.version is not UNSET else "", enforce_role)
+    return _per_version(_STATIC_ENV, key, app, build)
 
 
 def _marathon_variables(app: AppDefinition, enforce_role: bool) -> dict[str, str]:
@@ -193,7 +215,7 @@ def build_launch(
     )
 
 
-_TEMPLATES: dict[tuple[str, str], tuple[AppDefinition, TaskLaunch]] = {}
+_TEMPLATES: dict[tuple, tuple[AppDefinition, TaskLaunch]] = {}
 
 
 def _launch_template(app: AppDefinition) -> TaskLaunch:
@@ -201,39 +223,37 @@ def _launch_template(app: AppDefinition) -> TaskLaunch:
     burst builds thousands of launches, each a copy with the task's own
     fields.  The copies share the template's argv, fetch and labels (a
     launch is read-only)."""
-    key = (app.id, app.version if app.version is not UNSET else "")  # type: ignore[arg-type]
-    cached = _TEMPLATES.get(key)
-    if cached is None or (cached[0] is not app and cached[0] != app):
-        if len(_TEMPLATES) > 4096:
-            _TEMPLATES.clear()
-        limits = app.resource_limits
-        cmd = app.cmd if isinstance(app.cmd, str) else None
-        template = TaskLaunch(
-            task_id="",
-            instance_id="",
-            app_id=app.id,
-            agent_id="",
-            shell=cmd is not None,
-            command=cmd,
-            argv=list(app.args) if cmd is None else [],
-            cpus=app.cpus,
-            mem=app.mem,
-            disk=app.disk,
-            gpus=app.gpus,
-            cpu_limit=None if limits is UNSET or limits.cpus is UNSET else limits.cpus,  # type: ignore[union-attr]
-            mem_limit=None if limits is UNSET or limits.mem is UNSET else limits.mem,  # type: ignore[union-attr]
-            kill_grace_seconds=float(app.task_kill_grace_period_seconds)
-            if app.task_kill_grace_period_seconds is not UNSET
-            else DEFAULT_KILL_GRACE_SECONDS,
-            user=app.user if isinstance(app.user, str) else None,
-            fetch=[
-                FetchUri(
-                    uri=f.uri, extract=f.extract, executable=f.executable, cache=f.cache,
-                    dest_path=None if f.dest_path is UNSET else f.dest_path,  # type: ignore[arg-type]
-                )
-                for f in app.fetch
-            ],
-            labels=dict(app.labels),
-        )
-        cached = _TEMPLATES[key] = (app, template)
-    return cached[1]
+    key = (app.id, app.version if app.version is not UNSET else "")
+    return _per_version(_TEMPLATES, key, app, lambda: _new_template(app))
+
+
+def _new_template(app: AppDefinition) -> TaskLaunch:
+    limits = app.resource_limits
+    cmd = app.cmd if isinstance(app.cmd, str) else None
+    return TaskLaunch(
+        task_id="",
+        instance_id="",
+        app_id=app.id,
+        agent_id="",
+        shell=cmd is not None,
+        command=cmd,
+        argv=list(app.args) if cmd is None else [],
+        cpus=app.cpus,
+        mem=app.mem,
+        disk=app.disk,
+        gpus=app.gpus,
+        cpu_limit=None if limits is UNSET or limits.cpus is UNSET else limits.cpus,  # type: ignore[union-attr]
+        mem_limit=None if limits is UNSET or limits.mem is UNSET else limits.mem,  # type: ignore[union-attr]
+        kill_grace_seconds=float(app.task_kill_grace_period_seconds)
+        if app.task_kill_grace_period_seconds is not UNSET
+        else DEFAULT_KILL_GRACE_SECONDS,
+        user=app.user if isinstance(app.user, str) else None,
+        fetch=[
+            FetchUri(
+                uri=f.uri, extract=f.extract, executable=f.executable, cache=f.cache,
+                dest_path=None if f.dest_path is UNSET else f.dest_path,  # type: ignore[arg-type]
+            )
+            for f in app.fetch
+        ],
+        labels=dict(app.labels),
+    )

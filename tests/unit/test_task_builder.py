@@ -77,3 +77,21 @@ def test_kill_grace_defaults_to_three_seconds():
     assert launch_of(APP).kill_grace_seconds == 3.0
     app = AppDefinition(id="/prod/web", cmd="x", version=V, port_definitions=[], task_kill_grace_period_seconds=7)
     assert launch_of(app, ports=[]).kill_grace_seconds == 7.0
+
+
+def test_launches_of_one_version_share_a_template_that_follows_the_definition():
+    import msgspec
+
+    first, second = launch_of(APP), launch_of(APP, ports=(31005, 31006))
+    assert first.labels is second.labels and first.labels == {"tier": "front-end", "a.b": "c"}
+    assert (first.host_ports, second.host_ports) == ([31001, 31002], [31005, 31006])
+    assert first.env["PORT0"] == "user-wins" and first.env["HOST"] == "node1"
+    # The same id and version in a different definition (a store restored
+    # under us, a test) is never served the other one's template.
+    other = msgspec.structs.replace(APP, cmd="other", cpus=2.0, labels={})
+    changed = launch_of(other)
+    assert (changed.command, changed.cpus, changed.labels) == ("other", 2.0, {})
+    assert changed.env["MARATHON_APP_RESOURCE_CPUS"] == "2.0"
+    # An equal definition in another object gets the same launch.
+    again = launch_of(msgspec.structs.replace(APP))
+    assert msgspec.structs.asdict(again) == msgspec.structs.asdict(first)

@@ -217,10 +217,11 @@ class Scheduler:
         # The launches are built while the placements are being stored; they
         # go out only once the placements are durable.
         resolved = await submitted.resolved()
-        launches = await self._launches(resolved, definition_of, root)
+        built = await self._launches(resolved, definition_of, root)
         effects = await submitted.effects()
         if effects is not resolved:
-            launches = await self._launches(effects, definition_of, root)
+            built = await self._launches(effects, definition_of, root)
+        launches = await self._adjusted(built)
         if self.tokens is not None:
             # Spent before anything is sent: the first statuses may come
             # back (and give tokens back) while later slices are still going.
@@ -238,8 +239,8 @@ class Scheduler:
 
     async def _launches(
         self, effects: list[Effect], definition_of: dict[str, AppDefinition], root: Group
-    ) -> list[TaskLaunch]:
-        launches: list[TaskLaunch] = []
+    ) -> list[tuple[AppDefinition, TaskLaunch]]:
+        launches: list[tuple[AppDefinition, TaskLaunch]] = []
         enforce: dict[int, bool] = {}
         for n, eff in enumerate(effects):
             if isinstance(eff, Updated):
@@ -252,9 +253,21 @@ class Scheduler:
                     env_vars_prefix=self._env_prefix,
                     enforce_role=enforce[id(app)],
                 )
-                launches.append(self._adjust(app, launch) if self._adjust is not None else launch)
+                launches.append((app, launch))
             if n % YIELD_EVERY == YIELD_EVERY - 1:
                 # Thousands of launches are built here: let requests in between.
+                await trio.lowlevel.checkpoint()
+        return launches
+
+    async def _adjusted(self, built: list[tuple[AppDefinition, TaskLaunch]]) -> list[TaskLaunch]:
+        """The plugins' task adjustments, once the placements are durable:
+        a plugin sees only launches that will go out."""
+        if self._adjust is None:
+            return [launch for _, launch in built]
+        launches: list[TaskLaunch] = []
+        for n, (app, launch) in enumerate(built, 1):
+            launches.append(self._adjust(app, launch))
+            if n % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
         return launches
 

@@ -100,6 +100,8 @@ async def test_a_failed_batch_leaves_nothing_and_the_next_is_resolved_again():
         # Staged against the first batch: `a` exists there.
         second = await tracker.submit([ChangeGoal(instance_id=a, goal=Goal.STOPPED, now=1), Schedule(_instance(b))])
         await trio.testing.wait_all_tasks_blocked()
+        early = await second.resolved()
+        assert isinstance(early[0], Updated), "resolved against the batch being stored, where `a` exists"
         store.gates[0].set()
         try:
             await first.effects()
@@ -110,11 +112,44 @@ async def test_a_failed_batch_leaves_nothing_and_the_next_is_resolved_again():
         await trio.testing.wait_all_tasks_blocked()
         assert len(store.arrived) == 2
         store.gates[1].set()
-        goal_change, scheduled = await second.effects()
+        final = await second.effects()
         nursery.cancel_scope.cancel()
+    # A new list: a caller that built on the early one can tell.
+    assert final is not early and len(final) == 2
+    goal_change, scheduled = final
     # Resolved again without `a`: it never existed, so there is nothing to change.
     assert isinstance(goal_change, Noop | Failure)
     assert isinstance(scheduled, Updated)
     assert [op.key.rsplit("/", 1)[1] for op in store.arrived[1]] == [b]
     assert tracker.get(a) is None and tracker.get(b) is not None
     assert [i.instance_id for i in await repo.load_instances()] == [b]
+
+
+async def test_requests_cut_off_by_a_stopping_tracker_get_an_error():
+    store = GatedStore()
+    _, tracker = await _started(store)
+    a, b, c = new_instance_ids("/app", 3)
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def wait(name: str, submitted) -> None:  # type: ignore[no-untyped-def]
+        try:
+            await submitted.effects()
+            outcomes[name] = None
+        except trio.ClosedResourceError as exc:
+            outcomes[name] = exc
+
+    async with trio.open_nursery() as callers:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(tracker.run)
+            first = await tracker.submit([Schedule(_instance(a))])  # being stored (held)
+            await trio.testing.wait_all_tasks_blocked()
+            second = await tracker.submit([Schedule(_instance(b))])  # resolved, waiting
+            await trio.testing.wait_all_tasks_blocked()
+            tracker._max_batch = 1  # the next batch is full: `third` stays queued
+            third = await tracker.submit([Schedule(_instance(c))])
+            for name, sub in (("first", first), ("second", second), ("third", third)):
+                callers.start_soon(wait, name, sub)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.cancel_scope.cancel()
+    assert set(outcomes) == {"first", "second", "third"}
+    assert all(isinstance(e, trio.ClosedResourceError) for e in outcomes.values())
