@@ -116,6 +116,7 @@ class Services:
     readiness: ReadinessService
     api_context: ApiContext
     metrics: MetricsRegistry | None = None
+    reconciler: Reconciler | None = None
 
 
 async def _pump_status_updates(
@@ -362,6 +363,7 @@ async def start_services(
         readiness=readiness,
         api_context=api_context,
         metrics=metrics,
+        reconciler=reconciler,
     )
     install_metrics(services, metrics)
     await nursery.start(MetricsService(metrics, collect_sinks(pm, config.as_flags())).run)

@@ -435,7 +435,9 @@ class Executor:
                 self._set(t, "TASK_KILLING")
             nursery.start_soon(self._kill, t, deadline, first)
 
-    def reconcile(self, task_ids: Sequence[str] | None) -> None:
+    def reconcile(self, task_ids: Sequence[str] | None, *, others: bool = False) -> None:
+        """Each listed task's status (`None`: every live task); with `others`,
+        every live task that is not listed as well, each once."""
         self._running()  # before recovery, every task would look unknown
         if task_ids is None:
             for t in self._live.values():
@@ -448,6 +450,11 @@ class Executor:
             else:
                 status = self._done.get(tid) or self._unknown(tid)
             self._emit_status(status, droppable=True)
+        if others:
+            listed = set(task_ids)
+            for tid, t in self._live.items():
+                if tid not in listed:
+                    self._emit_status(self._status_of(t), droppable=True)
 
     def _running(self) -> trio.Nursery:
         if self._nursery is None:

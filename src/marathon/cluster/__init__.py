@@ -18,6 +18,10 @@ Contract:
   agents do not know is answered with TASK_LOST and the message
   "Reconciliation: Task is unknown to the agent".  `reconcile(None)` reports
   every task the agents run (implicit reconciliation).
+  `reconcile(task_ids, others=True)` is both in one round: each listed task,
+  then every other task the agents run, each reported once (asked as two
+  calls, every known task would be reported twice: 200,000 statuses for a
+  reconciliation of 100,000 tasks).
 * `run()` starts the driver (and, for the local driver, recovers tasks that
   outlived a previous process) and reports readiness with
   `task_status.started()`.
@@ -48,4 +52,4 @@ class ClusterDriver(Protocol):
 
     def kill(self, task_ids: Sequence[str], *, grace_seconds: float | None = None) -> None: ...
 
-    def reconcile(self, task_ids: Sequence[str] | None) -> None: ...
+    def reconcile(self, task_ids: Sequence[str] | None, *, others: bool = False) -> None: ...

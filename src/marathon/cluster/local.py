@@ -145,8 +145,8 @@ class LocalDriver:
     def kill(self, task_ids: Sequence[str], *, grace_seconds: float | None = None) -> None:
         self.executor.kill(task_ids, grace_seconds=grace_seconds)
 
-    def reconcile(self, task_ids: Sequence[str] | None) -> None:
-        self.executor.reconcile(task_ids)
+    def reconcile(self, task_ids: Sequence[str] | None, *, others: bool = False) -> None:
+        self.executor.reconcile(task_ids, others=others)
 
 
 def _addresses_of(hostname: str) -> list[str]:

@@ -180,8 +180,11 @@ class SimDriver:
                                       message="Reconciliation: Task is unknown to the agent", timestamp=self._time_ms()))
         self._later(self.config.kill_delay, self._finish, known, "TASK_KILLED", "Killed")
 
-    def reconcile(self, task_ids: Sequence[str] | None) -> None:
+    def reconcile(self, task_ids: Sequence[str] | None, *, others: bool = False) -> None:
         ids = list(self._tasks) if task_ids is None else list(task_ids)
+        if others and task_ids is not None:
+            listed = set(ids)
+            ids.extend(tid for tid in self._tasks if tid not in listed)
         self._later(0, self._reconcile_now, ids)
 
     def _reconcile_now(self, ids: list[str]) -> None:

@@ -101,10 +101,14 @@ class Reconciler:
         """Orphans are decommissioned; then every active task is reconciled."""
         root = self._root()
         now = self._time_ms()
+        # One lookup per app, not per instance (100,000 instances of one app
+        # took 0.8 s of lookups in the tree).
+        gone = {app_id for app_id in self._tracker.app_ids() if root.app(app_id) is None}
         orphans = [
             ChangeGoal(instance_id=i.instance_id, goal=Goal.DECOMMISSIONED, now=now)
-            for i in self._tracker.all()
-            if root.app(i.run_spec_id) is None and i.state.goal != Goal.DECOMMISSIONED
+            for app_id in gone
+            for i in self._tracker.of_app(app_id)
+            if i.state.goal != Goal.DECOMMISSIONED
         ]
         if orphans:
             log.info("decommissioning orphaned instances count=%d", len(orphans))
@@ -114,8 +118,9 @@ class Reconciler:
             if i.task is not None and i.condition in ACTIVE
         ]
         log.info("reconciling tasks count=%d", len(task_ids))
-        self._driver.reconcile(task_ids)
-        self._driver.reconcile(None)
+        # Explicit (each task we know) and implicit (every task the agents
+        # run, to find those we do not know) in one round: each task once.
+        self._driver.reconcile(task_ids, others=True)
 
     def _on_effects(self, effects) -> None:  # type: ignore[no-untyped-def]
         """An instance that became UnreachableInactive needs a replacement; one

@@ -218,6 +218,20 @@ async def test_reconcile_reports_current_states(start_agent):
     n = len(rec.statuses)
     driver.reconcile(None)
     await rec.wait(running.task_id, "TASK_RUNNING", after=n)
+    # Both in one round: the listed ids, then every live task not listed,
+    # each once.
+    other = make_task(driver.agent_id, argv=["sleep", "1000"])
+    driver.launch([other])
+    await rec.wait(other.task_id, "TASK_RUNNING")
+    n = len(rec.statuses)
+    driver.reconcile([running.task_id, done.task_id], others=True)
+    marker = make_task(driver.agent_id, command="true")  # statuses are ordered
+    driver.launch([marker])
+    await rec.terminal(marker.task_id)
+    answers = [(s.task_id, s.state) for s in rec.statuses[n:] if s.task_id != marker.task_id]
+    assert answers == [
+        (running.task_id, "TASK_RUNNING"), (done.task_id, "TASK_FAILED"), (other.task_id, "TASK_RUNNING"),
+    ]
 
 
 async def test_statuses_carry_agent_id_and_injected_time(start_agent):

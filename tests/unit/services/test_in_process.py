@@ -248,3 +248,52 @@ async def test_a_bursts_first_pass_is_small_and_the_rest_follows_at_once(autojum
         with trio.fail_after(600):
             await m.settle()
         assert len(m.running("/svc")) == 1000
+
+
+async def test_a_reconciliation_round_reports_each_task_once_and_finds_unknown_ones(autojump_clock):
+    from marathon.cluster.sim import _SimTask
+    from marathon.models.launch import TaskLaunch
+
+    async with InProcess.start(agents=4) as m:
+        await m.client.post("/v2/apps", json=dict(APP, instances=5))
+        with trio.fail_after(600):
+            await m.settle()
+        # A task the agents run that Marathon does not know (left by another
+        # framework instance, a lost store): only the implicit half finds it.
+        agent = m.driver.agents()[0]
+        stray = "svc.instance-00000000-0000-1000-8000-000000000000._app.1"
+        launch = TaskLaunch(task_id=stray, instance_id=stray.rsplit(".", 2)[0], app_id="/svc",
+                            agent_id=agent.id, shell=True, command="sleep 1000", cpus=0.1)
+        m.driver._tasks[stray] = _SimTask(launch=launch, agent=m.driver._index[agent.id], state="TASK_RUNNING")
+        answered: list[str] = []
+        answer = m.driver._reconcile_now
+        m.driver._reconcile_now = lambda ids: (answered.extend(ids), answer(ids))[1]
+        try:
+            assert m.services.reconciler is not None
+            await m.services.reconciler.reconcile()
+            with trio.fail_after(600):
+                await m.wait_until(lambda: stray not in m.driver._tasks)  # killed: not in sync
+        finally:
+            m.driver._reconcile_now = answer
+        known = {i.task.task_id for i in m.running("/svc")}
+        assert len(known) == 5
+        assert sorted(answered) == sorted([*known, stray]), "each task once, the unknown one too"
+
+
+async def test_reconciliation_decommissions_the_instances_of_an_app_that_is_gone(autojump_clock):
+    from marathon.models.group import remove_app
+
+    async with InProcess.start(agents=4) as m:
+        await m.client.post("/v2/apps", json=dict(APP, instances=3))
+        await m.client.post("/v2/apps", json=dict(APP, id="/kept", instances=2))
+        with trio.fail_after(600):
+            await m.settle()
+        groups = m.services.groups
+        # The app vanished from the root behind the deployments' back (a
+        # store restored from an older backup, say): its instances are orphans.
+        groups.root = remove_app(groups.root, "/svc", version=groups.root.version)
+        assert m.services.reconciler is not None
+        await m.services.reconciler.reconcile()
+        with trio.fail_after(600):
+            await m.wait_until(lambda: not m.instances("/svc"))
+        assert len(m.running("/kept")) == 2
