@@ -175,7 +175,7 @@ class InstanceTracker:
                     if storing is None:
                         await self._stage(staged, self._gather([await self._recv.receive()]), {})
                     else:
-                        # What is queued by the time something is (or
+                        # What is queued once a request arrives (or once
                         # `storing` is stored) is the next batch, resolved
                         # while `storing` is stored.  (Letting every later
                         # arrival join it as well measured slower: S1 spent
@@ -205,7 +205,11 @@ class InstanceTracker:
                 for cut in (storing, staged):
                     if cut is not None:
                         self._fail(cut, stopped)
-                for req in self._gather([], 0):
+                while True:
+                    try:
+                        req = self._recv.receive_nowait()
+                    except trio.WouldBlock:
+                        break
                     req.error = stopped
                     req.done.set()
                 raise
@@ -220,7 +224,7 @@ class InstanceTracker:
             await self._wakeup.wait()
 
     def _gather(self, batch: list[_Request], count: int = 0) -> list[_Request]:
-        """`batch` and what is queued, up to `--max_batch` operations with
+        """`batch` and what is queued, up to `max_batch` operations with
         the `count` already taken."""
         count += sum(len(req.ops) for req in batch)
         while count < self._max_batch:

@@ -145,11 +145,12 @@ async def test_requests_cut_off_by_a_stopping_tracker_get_an_error():
             await trio.testing.wait_all_tasks_blocked()
             second = await tracker.submit([Schedule(_instance(b))])  # resolved, waiting
             await trio.testing.wait_all_tasks_blocked()
-            tracker._max_batch = 1  # the next batch is full: `third` stays queued
+            tracker._max_batch = 1  # the next batch is full: the rest stays queued
             third = await tracker.submit([Schedule(_instance(c))])
-            for name, sub in (("first", first), ("second", second), ("third", third)):
+            fourth = await tracker.submit([ChangeGoal(instance_id=c, goal=Goal.STOPPED, now=1)])
+            for name, sub in (("first", first), ("second", second), ("third", third), ("fourth", fourth)):
                 callers.start_soon(wait, name, sub)
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
-    assert set(outcomes) == {"first", "second", "third"}
+    assert set(outcomes) == {"first", "second", "third", "fourth"}
     assert all(isinstance(e, trio.ClosedResourceError) for e in outcomes.values())
