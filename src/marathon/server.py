@@ -115,8 +115,8 @@ class Services:
     health: HealthService
     readiness: ReadinessService
     api_context: ApiContext
+    reconciler: Reconciler
     metrics: MetricsRegistry | None = None
-    reconciler: Reconciler | None = None
 
 
 async def _pump_status_updates(

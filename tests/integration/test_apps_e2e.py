@@ -171,7 +171,7 @@ def test_reconciliation_restores_a_task_lost_behind_marathons_back(marathon):
     marathon.kill()
     os.kill(victim_pid, signal.SIGKILL)
     journal = Checkpoint(marathon.data_dir / "agent" / "checkpoint")
-    journal.delete(victim["id"])
+    journal.delete_many([victim["id"]])
     journal.close()
     marathon.start()
 

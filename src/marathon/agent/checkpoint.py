@@ -201,9 +201,6 @@ class Checkpoint:
         """Put `records` (replacing earlier ones of their tasks), in one append."""
         self.apply([(r.launch.task_id, r) for r in records])
 
-    def delete(self, task_id: str) -> None:
-        self.apply([(task_id, None)])
-
     def delete_many(self, task_ids: Sequence[str]) -> None:
         """Drop the records of `task_ids` (those that have one), in one append."""
         self.apply([(tid, None) for tid in task_ids])
@@ -223,7 +220,15 @@ class Checkpoint:
                 elif self._live.pop(tid, None) is not None:
                     out.append(_encoder.encode(_Drop(task_id=tid)) + b"\n")
             if out:
-                _write_all(fd, b"".join(out))
+                try:
+                    _write_all(fd, b"".join(out))
+                except BaseException:
+                    # A part may be on disk (disk full): the next append must
+                    # not be glued to it.  Reopening reads the journal (the
+                    # torn last line is skipped), takes what it holds as the
+                    # live records and rewrites it whole.
+                    self._close()
+                    raise
                 self._lines += len(out)
                 self._compact_if_due()
 

@@ -351,10 +351,12 @@ class Executor:
         self._zombies_seen: dict[tuple[int, int], float] = {}
         self._condemned: set[int] = set()  # orphans we killed: reap them at once
         self._sweep_ids: set[str] = set()
-        # Checkpoint drops of ended tasks and their sandboxes to age,
-        # written by `_journal_writer`.
-        self._drops: list[str] = []
-        self._ended: list[Path] = []
+        # Ended tasks (id -> sandbox) whose checkpoint records
+        # `_journal_writer` drops and whose sandboxes it ages: queued, and
+        # being written.  The sandbox GC spares both (an unaged sandbox still
+        # has its creation time).
+        self._ending: dict[str, Path] = {}
+        self._writing: set[str] = set()
         self._journal_wakeup = trio.Event()
         self._sweep_wakeup = trio.Event()
         self._stopping = False
@@ -402,6 +404,17 @@ class Executor:
                     message=f"Task id '{tid}' cannot name a sandbox directory",
                     reason="REASON_TASK_INVALID", timestamp=self._time_ms()))
                 continue
+            if tid in self._writing:
+                # Its earlier run's record is being dropped in a worker
+                # thread: the new record could land first and be dropped.
+                self._emit_status(TaskStatus(
+                    task_id=tid, state="TASK_DROPPED", agent_id=self.agent_id,
+                    message="An earlier task with this id is still being cleaned up",
+                    reason="REASON_TASK_INVALID", timestamp=self._time_ms()))
+                continue
+            # An earlier run's drop still queued is no longer due: the new
+            # record replaces it.
+            self._ending.pop(tid, None)
             self._done.pop(tid, None)
             t = _Task(launch, self.sandboxes / tid)
             t.quiet_launch = quiet
@@ -506,8 +519,7 @@ class Executor:
             t.health_scope.cancel()
         # Like Mesos: an end says nothing of health, unless health ended it.
         t.healthy = False if t.health_killed else None
-        self._drops.append(tid)
-        self._ended.append(t.sandbox)
+        self._ending[tid] = t.sandbox
         self._journal_wakeup.set()
         self._set(t, state, message, reason, exit_code)
         self._done[tid] = self._status_of(t)
@@ -844,20 +856,23 @@ class Executor:
         while True:
             await self._journal_wakeup.wait()
             self._journal_wakeup = trio.Event()
-            drops, self._drops = self._drops, []
-            ended, self._ended = self._ended, []
+            batch, self._ending = self._ending, {}
+            self._writing.update(batch)
             # Shielded: the batch is taken, so it must be written even when
             # the agent stops now (what is still queued is written at the end
             # of `_work`).
             with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(self._write_journal, drops, ended)
+                try:
+                    await trio.to_thread.run_sync(self._write_journal, batch)
+                finally:
+                    self._writing.difference_update(batch)
 
-    def _write_journal(self, drops: list[str], ended: list[Path]) -> None:
+    def _write_journal(self, ended: dict[str, Path]) -> None:
         try:
-            self.checkpoint.delete_many(drops)
+            self.checkpoint.delete_many(list(ended))
         except OSError as e:
-            log.warning("checkpoint_failed drops=%d error=%s", len(drops), e)
-        for sandbox in ended:
+            log.warning("checkpoint_failed drops=%d error=%s", len(ended), e)
+        for sandbox in ended.values():
             try:
                 os.utime(sandbox)  # the sandbox GC ages sandboxes from their task's end
             except OSError:
@@ -967,8 +982,12 @@ class Executor:
             self._reap_orphans()
             if time.monotonic() - last_gc >= 30.0:
                 last_gc = time.monotonic()
-                live = set(self._live)
-                await trio.to_thread.run_sync(self.collect_garbage, live)
+                await trio.to_thread.run_sync(self.collect_garbage, self._gc_spared())
+
+    def _gc_spared(self) -> set[str]:
+        """Sandboxes the GC must leave: live tasks', and ended tasks' whose
+        end `_journal_writer` has not yet stamped on them."""
+        return set(self._live) | self._ending.keys() | self._writing
 
     def collect_garbage(self, live: set[str] | None = None) -> int:
         """Remove sandboxes of ended tasks beyond the age and count limits; returns how many."""
@@ -1050,8 +1069,8 @@ class Executor:
                     task_status.started()
             finally:
                 self._nursery = None
-                self._write_journal(self._drops, self._ended)  # what the writer had not taken yet
-                self._drops, self._ended = [], []
+                self._write_journal(self._ending)  # what the writer had not taken yet
+                self._ending = {}
                 self.checkpoint.close()
 
     def _detect_cgroups(self) -> None:

@@ -78,10 +78,9 @@ class _Request:
 class _Staged:
     """A resolved batch: what it changes and the ops that store it."""
 
-    batch: list[_Request] = field(default_factory=list)
-    count: int = 0  # operations in `batch`
+    batch: list[_Request]
     overlay: dict[str, Instance | None] = field(default_factory=dict)  # instance id -> new state (None: expunged)
-    writes: dict[str, Op] = field(default_factory=dict)  # instance id -> the op storing its new state
+    ops: list[Op] = field(default_factory=list)  # the instances' writes
     failures: dict[str, TaskFailure] = field(default_factory=dict)
     stored: trio.Event = field(default_factory=trio.Event)
     error: Exception | None = None
@@ -111,9 +110,19 @@ class Submitted:
         only follows from them (building launches) can go on meanwhile.  Not
         durable, and not final: if the batch stored before this one fails,
         these operations are resolved again, and `effects()` returns a new
-        list (compare by identity)."""
+        list (compare by identity).  Empty if they failed before they were
+        resolved (`effects()` raises why)."""
         await self._req.resolved.wait()
         return self._req.effects
+
+
+def _finish(req: _Request, error: BaseException) -> None:
+    """`req` ends with `error`: whoever waits for its effects, resolved or
+    applied, is let go."""
+    req.effects = []
+    req.error = error
+    req.resolved.set()
+    req.done.set()
 
 
 Listener = Callable[[Sequence[Effect]], None]
@@ -171,9 +180,9 @@ class InstanceTracker:
             staged: _Staged | None = None
             try:
                 while True:
-                    staged = _Staged()
                     if storing is None:
-                        await self._stage(staged, self._gather([await self._recv.receive()]), {})
+                        staged = _Staged(self._gather([await self._recv.receive()]))
+                        await self._stage(staged, {})
                     else:
                         # What is queued once a request arrives (or once
                         # `storing` is stored) is the next batch, resolved
@@ -183,22 +192,22 @@ class InstanceTracker:
                         # small steps.)
                         await self._stored_or_queued(storing)
                         if not storing.stored.is_set():
-                            await self._stage(staged, self._gather([]), storing.overlay)
+                            staged = _Staged(self._gather([]))
+                            await self._stage(staged, storing.overlay)
                         await storing.stored.wait()
                         if storing.error is not None:
                             self._fail(storing, storing.error)
-                            if staged.batch:
+                            if staged is not None:
                                 # Resolved against changes that were never
                                 # stored: resolve again against what is.
-                                again = _Staged()
-                                await self._stage(again, staged.batch, {})
-                                staged = again
-                    if staged.batch:
+                                staged = _Staged(staged.batch)
+                                await self._stage(staged, {})
+                    if staged is not None:
                         nursery.start_soon(self._store, staged)
                     if storing is not None and storing.error is None:
                         # The next batch is being stored meanwhile.
                         await self._apply(storing)
-                    storing, staged = (staged if staged.batch else None), None
+                    storing, staged = staged, None
             except BaseException:
                 # Stopped (cancelled): nobody is left waiting forever.
                 stopped = trio.ClosedResourceError("instance tracker stopped")
@@ -210,8 +219,7 @@ class InstanceTracker:
                         req = self._recv.receive_nowait()
                     except trio.WouldBlock:
                         break
-                    req.error = stopped
-                    req.done.set()
+                    _finish(req, stopped)
                 raise
 
     async def _stored_or_queued(self, storing: _Staged) -> None:
@@ -223,10 +231,9 @@ class InstanceTracker:
                 return
             await self._wakeup.wait()
 
-    def _gather(self, batch: list[_Request], count: int = 0) -> list[_Request]:
-        """`batch` and what is queued, up to `max_batch` operations with
-        the `count` already taken."""
-        count += sum(len(req.ops) for req in batch)
+    def _gather(self, batch: list[_Request]) -> list[_Request]:
+        """`batch` and what is queued, up to `max_batch` operations."""
+        count = sum(len(req.ops) for req in batch)
         while count < self._max_batch:
             try:
                 req = self._recv.receive_nowait()
@@ -374,23 +381,18 @@ class InstanceTracker:
             if not sched:
                 del self._scheduled[inst.run_spec_id]
 
-    async def _stage(self, staged: _Staged, batch: list[_Request], storing: dict[str, Instance | None]) -> None:
-        """Resolve `batch` into `staged`, against the views as left by the
-        batch being stored (`storing`, its changed instances) and by what
-        `staged` already holds, and encode what it changes."""
+    async def _stage(self, staged: _Staged, storing: dict[str, Instance | None]) -> None:
+        """Resolve `staged`'s requests against the views as left by the batch
+        being stored (`storing`, its changed instances) and encode what they
+        change."""
         overlay = staged.overlay
         instances = self._instances
 
         def before(iid: str) -> Instance | None:
             return storing[iid] if iid in storing else instances.get(iid)
 
-        # Taken in first: a request cut off halfway (the tracker stopping)
-        # is still one the batch answers.
-        staged.batch.extend(batch)
-        staged.count += sum(len(req.ops) for req in batch)
-        changed: dict[str, None] = {}
         n = 0
-        for req in batch:
+        for req in staged.batch:
             # Effects are collected apart and published whole: `resolved()`
             # never hands out a list that is still growing.
             effects: list[Effect] = []
@@ -405,10 +407,8 @@ class InstanceTracker:
                 eff = resolve(cur, op)
                 if isinstance(eff, Updated):
                     overlay[iid] = eff.instance
-                    changed[iid] = None
                 elif isinstance(eff, Expunged):
                     overlay[iid] = None
-                    changed[iid] = None
                 if isinstance(op, StatusUpdate) and isinstance(eff, _CHANGED):
                     failure = self._task_failure_of(eff, op)
                     if failure is not None:
@@ -416,18 +416,15 @@ class InstanceTracker:
                 effects.append(eff)
             req.effects = effects
             req.resolved.set()
-        writes = staged.writes
-        for n, iid in enumerate(changed, 1):
-            inst = overlay[iid]
-            if _launch_progress_only(before(iid), inst):
-                writes.pop(iid, None)
-            else:
-                writes[iid] = self._repo.instance_put(inst) if inst is not None else self._repo.instance_delete(iid)
+        ops = staged.ops
+        for n, (iid, inst) in enumerate(overlay.items(), 1):
+            if not _launch_progress_only(before(iid), inst):
+                ops.append(self._repo.instance_put(inst) if inst is not None else self._repo.instance_delete(iid))
             if n % YIELD_EVERY == 0:
                 await trio.lowlevel.checkpoint()
 
     async def _store(self, staged: _Staged) -> None:
-        ops = list(staged.writes.values())
+        ops = list(staged.ops)
         ops.extend(self._repo.task_failure_put(f) for f in staged.failures.values())
         try:
             await self._repo.commit(ops)
@@ -441,9 +438,7 @@ class InstanceTracker:
     def _fail(self, staged: _Staged, error: BaseException) -> None:
         for req in staged.batch:
             if not req.done.is_set():
-                req.effects = []
-                req.error = error
-                req.done.set()
+                _finish(req, error)
 
     async def _apply(self, staged: _Staged) -> None:
         """A stored batch reaches the views, the listeners and the bus."""

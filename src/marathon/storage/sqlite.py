@@ -65,9 +65,6 @@ _SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
 _BUSY_TIMEOUT_S = 10.0
 # After a huge commit the WAL file keeps its size; cap what stays on disk.
 _JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
-# Bound on `?` parameters per statement: below SQLite's historic default
-# limit of 999, so any build of SQLite accepts the statement.
-_CHUNK = 900
 
 # A commit reads and writes whole batches (a deploy burst stores thousands
 # of instances at a time) in as few statements as it can: sqlite3 releases
@@ -77,6 +74,7 @@ _CHUNK = 900
 # thousands of such hand-offs.
 _VERSIONS = "SELECT json_group_object(key, version) FROM kv WHERE key IN (SELECT value FROM json_each(?))"
 _DELETE = "DELETE FROM kv WHERE key IN (SELECT value FROM json_each(?))"
+_GET_MANY = "SELECT key, value, version FROM kv WHERE key IN (SELECT value FROM json_each(?))"
 # Rows per INSERT statement, at most (and at most a third of the build's
 # bound on `?` parameters).
 _ROWS_PER_INSERT = 1000
@@ -276,27 +274,12 @@ class SqliteStore:
         return None if row is None else Entry(row[0], row[1])
 
     def _get_many(self, keys: builtins.list[str]) -> dict[str, Entry]:
-        conn = self._connection()
         unique = builtins.list(dict.fromkeys(keys))
-        found: dict[str, Entry] = {}
-        # Several statements: read them in one transaction so they see one
-        # snapshot even if another process writes in between.
-        several = len(unique) > _CHUNK
-        if several:
-            conn.execute("BEGIN")
-        try:
-            for i in range(0, len(unique), _CHUNK):
-                chunk = unique[i : i + _CHUNK]
-                marks = ",".join("?" * len(chunk))
-                for key, value, version in conn.execute(
-                    f"SELECT key, value, version FROM kv WHERE key IN ({marks})", chunk
-                ):
-                    found[key] = Entry(value, version)
-            if several:
-                conn.execute("COMMIT")
-        except BaseException:
-            self._rollback(conn)
-            raise
+        # One statement (one snapshot), the keys as one JSON array.
+        found = {
+            key: Entry(value, version)
+            for key, value, version in self._connection().execute(_GET_MANY, (_json_list(unique),))
+        }
         # The caller's order, like MemoryStore.
         return {key: found[key] for key in unique if key in found}
 

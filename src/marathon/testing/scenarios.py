@@ -93,9 +93,9 @@ def s1(
     if "--launch_tokens" not in extra:
         extra += ["--launch_tokens", str(instances)]
     # The periodic reconciliation first comes due 15 s after the start, in
-    # the middle of the burst: with 100,000 tasks it is 200,000 status
-    # updates, which added ~3 s to *running* whenever the burst was not done
-    # by then (RESULTS.md).  The scenario measures the burst, so that one is
+    # the middle of the burst: with 100,000 tasks it is 100,000 status
+    # updates (200,000 before it became one round), which added ~3 s to
+    # *running* whenever the burst was not done by then (RESULTS.md).  The scenario measures the burst, so that one is
     # moved out of the window (the one at start, with nothing to reconcile,
     # still runs).
     if "--reconciliation_initial_delay" not in extra:

@@ -36,8 +36,8 @@ def test_records_round_trip_and_are_deleted(tmp_path):
     cp.write(rec)
     assert cp.load_all() == [rec]
     assert read_records(tmp_path / "checkpoint") == {launch.task_id: rec}
-    cp.delete(launch.task_id)
-    cp.delete(launch.task_id)  # idempotent: nothing more is appended
+    cp.delete_many([launch.task_id])
+    cp.delete_many([launch.task_id])  # idempotent: nothing more is appended
     assert len(_lines(tmp_path / "checkpoint")) == 2
     cp.close()
     # What a restarted agent reads.
@@ -51,7 +51,7 @@ def test_a_share_is_one_append_and_the_last_record_of_a_task_wins(tmp_path):
     assert len(_lines(tmp_path)) == 5
     healthier = msgspec.structs.replace(share[2], healthy=True, health_succeeded=True)
     cp.write(healthier)
-    cp.delete(share[0].launch.task_id)
+    cp.delete_many([share[0].launch.task_id])
     expected = {r.launch.task_id: r for r in share[1:]} | {healthier.launch.task_id: healthier}
     assert read_records(tmp_path) == expected
     cp.close()
@@ -87,7 +87,7 @@ def test_the_first_layout_one_file_per_task_is_moved_into_the_journal(tmp_path):
     cp = Checkpoint(tmp_path)
     assert sorted(cp.load_all(), key=lambda r: r.pid) == [old, newer]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["journal"]
-    cp.delete(old.launch.task_id)
+    cp.delete_many([old.launch.task_id])
     assert list(read_records(tmp_path).values()) == [newer]
 
 
@@ -98,7 +98,7 @@ def test_the_journal_is_rewritten_once_mostly_dropped_records(tmp_path):
     cp.write(kept)
     for i in range(1, 40):
         cp.write(_record(i))
-        cp.delete(_record(i).launch.task_id)
+        cp.delete_many([_record(i).launch.task_id])
     # 1 + 78 lines were appended; each rewrite left only the live record.
     assert len(_lines(tmp_path)) < 50
     assert list(read_records(tmp_path).values()) == [kept]
@@ -113,7 +113,7 @@ def test_spawn_threads_and_the_event_loop_may_write_at_once(tmp_path):
     def writer(base: int) -> None:
         for i in range(base, base + 200, 4):
             cp.write_many([_record(i + k) for k in range(4)])
-            cp.delete(_record(i).launch.task_id)
+            cp.delete_many([_record(i).launch.task_id])
 
     threads = [threading.Thread(target=writer, args=(n * 1000,)) for n in range(4)]
     for t in threads:
@@ -131,3 +131,32 @@ def test_agent_id_is_stable(tmp_path):
     first = load_or_create_agent_id(tmp_path)
     assert load_or_create_agent_id(tmp_path) == first
     assert (tmp_path / "agent_id").read_text().strip() == first
+
+
+def test_an_append_that_fails_halfway_does_not_damage_the_next_one(tmp_path, monkeypatch):
+    import marathon.agent.checkpoint as checkpoint
+
+    cp = Checkpoint(tmp_path)
+    kept = _record(1, pid=101)
+    cp.write(kept)
+    real_write_all = checkpoint._write_all
+
+    def disk_full(fd: int, data: bytes) -> None:
+        real_write_all(fd, data[: len(data) // 2])  # a torn line reaches the file
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_all", disk_full)
+    try:
+        cp.write(_record(2, pid=102))
+    except OSError:
+        pass
+    else:
+        raise AssertionError("the failed append was not reported")
+    monkeypatch.setattr(checkpoint, "_write_all", real_write_all)
+    later = _record(3, pid=103)
+    cp.write(later)
+    # The failed record is not there, the others are whole, every line decodes.
+    assert read_records(tmp_path) == {kept.launch.task_id: kept, later.launch.task_id: later}
+    assert len(_lines(tmp_path)) == 2
+    cp.close()
+    assert {r.launch.task_id for r in Checkpoint(tmp_path).load_all()} == {"task-1", "task-3"}

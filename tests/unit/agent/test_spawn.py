@@ -94,6 +94,25 @@ def test_compiled_spawn_leaves_the_process_as_popen_does(tmp_path, monkeypatch):
     assert compiled == popen
 
 
+def _spawn_many_one(argv, executable, env, sandbox, user_kw):  # type: ignore[no-untyped-def]
+    """One job through `spawn_many`, the path a burst's shares take."""
+    ((pid, pidfd, start_time, error),) = executor._spawn_many(
+        [(executable, argv, env, str(sandbox), str(sandbox / "stdout"), str(sandbox / "stderr"))])
+    assert error is None and start_time is not None
+    os.close(pidfd)
+    return pid, None
+
+
+@pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
+def test_a_share_spawns_its_processes_as_the_single_spawn_does(tmp_path):
+    assert executor._spawn_many is not None and executor._spawn_many.__module__ == "marathon.agent._spawn"
+    share = _probe(tmp_path, "share", _spawn_many_one)
+    single = _probe(tmp_path, "single", Executor._exec)
+    assert share["fds"] == "0 1 2 3" and share["stdin"] == "/dev/null"
+    assert int(share["SigBlk"], 16) == 0
+    assert share == single
+
+
 @pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
 def test_compiled_spawn_reports_what_went_wrong(tmp_path):
     with pytest.raises(FileNotFoundError):

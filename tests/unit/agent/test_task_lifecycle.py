@@ -345,3 +345,35 @@ async def test_a_scale_down_drops_its_records_in_batches_off_the_event_loop(star
     assert sum(n for n, _ in drops) == 60
     assert len(drops) < 60, "ends are written a batch at a time"
     assert not any(on_loop for _, on_loop in drops), "no checkpoint I/O on the event loop"
+
+
+async def test_the_sandbox_gc_spares_an_ended_task_whose_end_is_not_yet_stamped(start_agent):
+    import os
+    import threading
+
+    driver, rec = await start_agent()
+    executor = driver.executor
+    t = make_task(driver.agent_id, command="echo out")
+    release = threading.Event()
+    write_journal = executor._write_journal
+    executor._write_journal = lambda ended: (release.wait(60), write_journal(ended))[1]
+    try:
+        driver.launch([t])
+        await rec.terminal(t.task_id)
+        sandbox = executor.sandboxes / t.task_id
+        await wait_until(lambda: t.task_id in executor._writing)  # the writer holds it
+        old = sandbox.stat().st_mtime - 3 * 3600  # made long ago: aged only by the writer's stamp
+        os.utime(sandbox, (old, old))
+        executor._sandbox_max_age = 3600
+        assert executor.collect_garbage(executor._gc_spared()) == 0
+        assert (sandbox / "stdout").read_text() == "out\n"
+        # Launched again under the same id while its end is being written:
+        # refused (its new record could be dropped by the old end).
+        driver.launch([t])
+        dropped = await rec.wait(t.task_id, "TASK_DROPPED")
+        assert "still being cleaned up" in dropped.message
+    finally:
+        release.set()
+    await wait_until(lambda: not executor._writing)
+    assert sandbox.stat().st_mtime > old + 3600  # stamped with its end
+    assert executor.collect_garbage(executor._gc_spared()) == 0

@@ -269,7 +269,6 @@ async def test_a_reconciliation_round_reports_each_task_once_and_finds_unknown_o
         answer = m.driver._reconcile_now
         m.driver._reconcile_now = lambda ids: (answered.extend(ids), answer(ids))[1]
         try:
-            assert m.services.reconciler is not None
             await m.services.reconciler.reconcile()
             with trio.fail_after(600):
                 await m.wait_until(lambda: stray not in m.driver._tasks)  # killed: not in sync
@@ -292,7 +291,6 @@ async def test_reconciliation_decommissions_the_instances_of_an_app_that_is_gone
         # The app vanished from the root behind the deployments' back (a
         # store restored from an older backup, say): its instances are orphans.
         groups.root = remove_app(groups.root, "/svc", version=groups.root.version)
-        assert m.services.reconciler is not None
         await m.services.reconciler.reconcile()
         with trio.fail_after(600):
             await m.wait_until(lambda: not m.instances("/svc"))

@@ -145,7 +145,10 @@ async def test_requests_cut_off_by_a_stopping_tracker_get_an_error():
             await trio.testing.wait_all_tasks_blocked()
             second = await tracker.submit([Schedule(_instance(b))])  # resolved, waiting
             await trio.testing.wait_all_tasks_blocked()
-            tracker._max_batch = 1  # the next batch is full: the rest stays queued
+            # The tracker waits for `first` to be stored: these stay queued,
+            # two batches' worth with a bound of one operation per batch (the
+            # stop must let go of all that is queued, not one batch of it).
+            tracker._max_batch = 1
             third = await tracker.submit([Schedule(_instance(c))])
             fourth = await tracker.submit([ChangeGoal(instance_id=c, goal=Goal.STOPPED, now=1)])
             for name, sub in (("first", first), ("second", second), ("third", third), ("fourth", fourth)):
@@ -153,4 +156,7 @@ async def test_requests_cut_off_by_a_stopping_tracker_get_an_error():
             await trio.testing.wait_all_tasks_blocked()
             nursery.cancel_scope.cancel()
     assert set(outcomes) == {"first", "second", "third", "fourth"}
+    with trio.fail_after(1):
+        assert await fourth.resolved() == [], "never resolved: let go all the same"
+        assert await second.resolved() == []
     assert all(isinstance(e, trio.ClosedResourceError) for e in outcomes.values())
