@@ -113,6 +113,9 @@ def marathon_auth_authenticate(request: RequestInfo) -> Identity | None:
     credentials: the request is then refused with 401 (see
     `marathon_auth_not_authenticated`).  First non-None answer wins.
     Raising means the identity provider failed: 503.
+    May be a coroutine function (`async def`): the API awaits the answer in
+    the request's task, so a slow check (password hashing) can run in a worker
+    thread (`trio.to_thread.run_sync`) instead of stalling the event loop.
     """
 
 

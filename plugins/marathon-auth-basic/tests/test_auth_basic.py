@@ -6,13 +6,16 @@ import base64
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
+import trio
+import trio.testing
 from argon2 import PasswordHasher, Type
 from marathon_auth_basic import BasicAuth, covers, hash_password, normalize_prefix
 from marathon_auth_basic._limiter import FailureLimiter
 
-from marathon.hookspecs import AuthResource, Identity, RequestInfo
+from marathon.hookspecs import AuthResource, Identity, PluginResponse, RequestInfo
 
 HASHES = {name: hash_password(f"{name}-pw") for name in ("dev", "prod", "admin")}
 USERS = [
@@ -47,11 +50,12 @@ def basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
-def test_valid_credentials_give_the_identity_and_are_remembered():
+async def test_valid_credentials_give_the_identity_and_are_remembered():
     p = plugin()
-    assert p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) == Identity(name="dev")
-    assert p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) == Identity(name="dev")
-    assert p.marathon_auth_authenticate(request=request(basic("dev", "dev-px"))) is None
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) == Identity(name="dev")
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) == Identity(name="dev")
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "dev-px"))) is None
+    assert p.checks == 2  # the second login was remembered: no argon2 check
 
 
 @pytest.mark.parametrize("header", [
@@ -59,16 +63,16 @@ def test_valid_credentials_give_the_identity_and_are_remembered():
     "Basic " + base64.b64encode(b"no-colon").decode(), "Basic " + base64.b64encode(b"\xff:\xfe").decode(),
     [basic("dev", "dev-pw"), basic("dev", "dev-pw")],
 ])
-def test_bad_credentials_are_refused_and_counted(header):
+async def test_bad_credentials_are_refused_and_counted(header):
     p = plugin()
-    assert p.marathon_auth_authenticate(request=request(header)) is None
+    assert await p.marathon_auth_authenticate(request=request(header)) is None
     assert p._limiter._failures["10.0.0.1"]
 
 
 @pytest.mark.parametrize("header", [None, "Bearer abc", "Digest x"])
-def test_no_basic_credentials_is_a_plain_401_not_a_failure(header):
+async def test_no_basic_credentials_is_a_plain_401_not_a_failure(header):
     p = plugin()
-    assert p.marathon_auth_authenticate(request=request(header)) is None
+    assert await p.marathon_auth_authenticate(request=request(header)) is None
     assert "10.0.0.1" not in p._limiter._failures
     answer = p.marathon_auth_not_authenticated(request=request(header))
     assert answer.status == 401
@@ -76,31 +80,126 @@ def test_no_basic_credentials_is_a_plain_401_not_a_failure(header):
     assert json.loads(answer.body) == {"message": "Not Authenticated!"}
 
 
-def test_ten_failures_in_a_minute_block_the_address_until_the_minute_is_over():
+async def test_ten_failures_in_a_minute_block_the_address_until_the_minute_is_over():
     clock = Clock()
     p = plugin(clock)
     for i in range(9):
         clock.now += 1
-        assert p.marathon_auth_authenticate(request=request(basic("dev", f"guess{i}"))) is None
+        assert await p.marathon_auth_authenticate(request=request(basic("dev", f"guess{i}"))) is None
         assert p.marathon_auth_not_authenticated(request=request()).status == 401
     clock.now += 1
-    p.marathon_auth_authenticate(request=request(basic("dev", "guess9")))
+    await p.marathon_auth_authenticate(request=request(basic("dev", "guess9")))
     answer = p.marathon_auth_not_authenticated(request=request())
     assert answer.status == 429 and answer.headers["Retry-After"] == "51"  # the first failure was 9 s ago
     # Blocked: even the right password is not checked; other addresses are not affected.
-    assert p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) is None
-    assert p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"), addr="10.0.0.2")) == Identity(name="dev")
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) is None
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"), addr="10.0.0.2")) == Identity(name="dev")
     clock.now += 51
-    assert p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) == Identity(name="dev")
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) == Identity(name="dev")
 
 
-def test_limit_is_configurable():
+async def test_limit_is_configurable():
     clock = Clock()
     p = plugin(clock, max_failures_per_minute=2)
-    p.marathon_auth_authenticate(request=request(basic("dev", "x")))
+    await p.marathon_auth_authenticate(request=request(basic("dev", "x")))
     assert p.marathon_auth_not_authenticated(request=request()).status == 401
-    p.marathon_auth_authenticate(request=request(basic("dev", "y")))
+    await p.marathon_auth_authenticate(request=request(basic("dev", "y")))
     assert p.marathon_auth_not_authenticated(request=request()).status == 429
+
+
+async def answer(p: BasicAuth, req: RequestInfo) -> Identity | PluginResponse:
+    """What Marathon does with a request: the identity, or the refusal."""
+    identity = await p.marathon_auth_authenticate(request=req)
+    return identity if identity is not None else p.marathon_auth_not_authenticated(request=req)
+
+
+def held_checks(p: BasicAuth) -> threading.Event:
+    """Make `p`'s argon2 checks wait (in their worker thread) until the event is set."""
+    release = threading.Event()
+    real = p._passwords.check
+
+    def check(user: str, password: str) -> bool:
+        release.wait(60)
+        return real(user, password)
+
+    p._passwords.check = check
+    return release
+
+
+async def test_password_checks_run_in_worker_threads_not_on_the_event_loop():
+    p = plugin()
+    real, threads = p._passwords.check, []
+
+    def check(user: str, password: str) -> bool:
+        threads.append(threading.get_ident())
+        return real(user, password)
+
+    p._passwords.check = check
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "dev-pw"))) == Identity(name="dev")
+    assert await p.marathon_auth_authenticate(request=request(basic("dev", "wrong"))) is None
+    assert len(threads) == 2 and threading.get_ident() not in threads
+
+
+async def test_checks_beyond_the_per_second_budget_are_refused_unchecked_from_any_address():
+    clock = Clock()
+    p = plugin(clock, max_checks_per_second=3)
+    assert await answer(p, request(basic("dev", "dev-pw"))) == Identity(name="dev")
+    for i in (2, 3):
+        assert (await answer(p, request(basic("dev", "wrong"), addr=f"10.0.0.{i}"))).status == 401
+    refused = await answer(p, request(basic("dev", "wrong"), addr="10.0.0.4"))
+    assert refused.status == 429 and refused.headers == {"Retry-After": "1"}
+    assert json.loads(refused.body) == {"message": "Too many authentication attempts. Try again later."}
+    assert p.checks == 3 and "10.0.0.4" not in p._limiter._failures  # not checked, not a failure
+    # A remembered login needs no check, so the exhausted budget does not refuse it.
+    assert await answer(p, request(basic("dev", "dev-pw"), addr="10.0.0.4")) == Identity(name="dev")
+    assert (await answer(p, request(basic("prod", "prod-pw"), addr="10.0.0.4"))).status == 429
+    clock.now += 1 / 3  # one check's worth of budget comes back
+    assert await answer(p, request(basic("prod", "prod-pw"), addr="10.0.0.4")) == Identity(name="prod")
+    assert p.checks == 4
+    # The next request of the same task, with no credentials, is a plain 401 again.
+    assert (await answer(p, request(None))).status == 401
+
+
+async def test_logins_beyond_the_pending_checks_are_refused_at_once():
+    p = plugin(max_pending_checks=2)
+    release = held_checks(p)
+    answers = {}
+
+    async def login(addr: str) -> None:
+        answers[addr] = await answer(p, request(basic("dev", "wrong"), addr=addr))
+
+    async with trio.open_nursery() as nursery:
+        for addr in ("10.0.0.1", "10.0.0.2"):
+            nursery.start_soon(login, addr)
+        await trio.testing.wait_all_tasks_blocked()  # both checks admitted and held
+        refused = await answer(p, request(basic("dev", "dev-pw"), addr="10.0.0.3"))
+        assert refused.status == 429 and refused.headers == {"Retry-After": "1"}
+        release.set()
+    assert [a.status for a in answers.values()] == [401, 401]
+    assert p.checks == 2
+    assert await answer(p, request(basic("dev", "dev-pw"), addr="10.0.0.3")) == Identity(name="dev")
+
+
+async def test_checks_under_way_count_against_the_address_limit():
+    p = plugin(max_failures_per_minute=2)
+    release = held_checks(p)
+    answers = []
+
+    async def login(addr: str) -> None:
+        answers.append((addr, (await answer(p, request(basic("dev", "wrong"), addr=addr))).status))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(2):
+            nursery.start_soon(login, "10.0.0.1")
+        await trio.testing.wait_all_tasks_blocked()
+        third = await answer(p, request(basic("dev", "wrong"), addr="10.0.0.1"))
+        assert third.status == 429 and third.headers == {"Retry-After": "1"}  # not checked
+        nursery.start_soon(login, "10.0.0.2")  # other addresses are not affected
+        await trio.testing.wait_all_tasks_blocked()
+        release.set()
+    # The second failure from 10.0.0.1 reaches its limit: 429, as without concurrency.
+    assert sorted(answers) == [("10.0.0.1", 401), ("10.0.0.1", 429), ("10.0.0.2", 401)]
+    assert p.checks == 3
 
 
 def test_limiter_forgets_idle_addresses_under_a_flood():
@@ -193,6 +292,8 @@ def test_unknown_identity_and_no_identity_are_refused():
     ({"users": [{"user": "a:b", "password_hash": HASHES["dev"]}]}, "':'"),
     ({"users": USERS, "realm": 'x"y'}, "realm"),
     ({"users": USERS, "max_failures_per_minute": 0}, "positive"),
+    ({"users": USERS, "max_checks_per_second": 0}, "max_checks_per_second.*positive"),
+    ({"users": USERS, "max_pending_checks": "8"}, "max_pending_checks.*positive"),
     ({"users": USERS, "extra": 1}, "unknown configuration keys"),
 ])
 def test_bad_configuration_is_refused_with_a_clear_message(configuration, message):
@@ -225,7 +326,7 @@ def test_unknown_users_cost_as_much_as_wrong_passwords():
         times = []
         for i in range(7):
             t = time.perf_counter()
-            p._passwords.verify(user, f"wrong-{i}", now=0.0)
+            p._passwords.check(user, f"wrong-{i}")
             times.append(time.perf_counter() - t)
         return statistics.median(times) * 1000
 

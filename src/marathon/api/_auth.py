@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +80,8 @@ class AuthMiddleware:
         info = request_info(scope)
         try:
             identity = self.pm.hook.marathon_auth_authenticate(request=info)
+            if inspect.isawaitable(identity):  # an `async def` hook (slow checks off the loop)
+                identity = await identity
         except Exception:
             log.exception("authentication plugin failed path=%s", info.path)
             await Response(status_code=503)(scope, receive, send)

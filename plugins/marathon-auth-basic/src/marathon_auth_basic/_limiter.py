@@ -28,19 +28,22 @@ class FailureLimiter:
             times = self._failures[address] = deque(maxlen=self.limit)
         times.append(now)
 
-    def retry_after(self, address: str, now: float) -> float | None:
-        """Seconds until `address` may try again, or None if it is not blocked."""
+    def recent(self, address: str, now: float) -> int:
+        """Failed logins from `address` within the window before `now`."""
         times = self._failures.get(address)
         if times is None:
-            return None
+            return 0
         while times and times[0] <= now - self.window:
             times.popleft()
         if not times:
             del self._failures[address]
+        return len(times)
+
+    def retry_after(self, address: str, now: float) -> float | None:
+        """Seconds until `address` may try again, or None if it is not blocked."""
+        if self.recent(address, now) < self.limit:
             return None
-        if len(times) < self.limit:
-            return None
-        return times[0] + self.window - now
+        return self._failures[address][0] + self.window - now
 
     def _forget_idle(self, now: float) -> None:
         """Bound memory under a flood of addresses: drop those with no recent

@@ -4,15 +4,17 @@
   `$argon2id$v=19$m=...,t=...,p=...$salt$hash`).  `hash_password` makes them
   with `HASH_PARAMETERS`; the parameters of a stored hash travel inside it, so
   hashes made with other parameters keep working.
-* `PasswordBook.verify` always runs one argon2 verification for an unknown
-  credential: against the user's hash, or against a dummy hash with the same
-  parameters when the user does not exist, so the answer takes as long either
-  way.  libargon2 compares the computed tag in constant time.
-* A successful check is remembered for `REMEMBER_SECONDS` as an HMAC of
-  (user, password) under a random per-process key, so a client sending the
-  same credentials with every request pays the argon2 cost once, not on every
-  call.  Only the keyed digest is kept, never the password; a wrong password
-  never matches a remembered digest and always pays the full argon2 cost.
+* `PasswordBook.check` runs one argon2 verification: against the user's
+  hash, or against a dummy hash with the same parameters when the user does
+  not exist, so the answer takes as long either way.  libargon2 compares the
+  computed tag in constant time.  `check` touches no mutable state, so it may
+  run in any thread (the plugin runs it in worker threads, see `_budget`).
+* A successful check is remembered (`remember`) for `REMEMBER_SECONDS` as an
+  HMAC of (user, password) under a random per-process key, so a client
+  sending the same credentials with every request pays the argon2 cost once,
+  not on every call (`remembered` is the cheap test, made on the event loop).
+  Only the keyed digest is kept, never the password; a wrong password never
+  matches a remembered digest and always needs a full check.
 """
 
 from __future__ import annotations
@@ -27,8 +29,8 @@ from argon2 import PasswordHasher, Type, extract_parameters
 from argon2.exceptions import InvalidHashError, VerificationError
 
 # OWASP's minimum for argon2id (2023): 19 MiB, 2 passes, 1 lane.  About 30 ms
-# per check on one core: slow enough to make offline guessing expensive, fast
-# enough that the occasional check on the server's event loop goes unnoticed.
+# per check on one core: slow enough to make offline guessing expensive, and
+# expensive enough online that checks need a budget (`_budget`).
 HASH_PARAMETERS = {"time_cost": 2, "memory_cost": 19456, "parallelism": 1, "hash_len": 32, "salt_len": 16}
 REMEMBER_SECONDS = 300.0
 REMEMBER_MAX = 4096
@@ -73,23 +75,25 @@ class PasswordBook:
     def __contains__(self, user: str) -> bool:
         return user in self._hashes
 
-    def verify(self, user: str, password: str, now: float) -> bool:
-        """Whether `password` is `user`'s.  `now` is a monotonic clock reading."""
-        digest = self._digest(user, password)
-        expires = self._remembered.get(digest)
-        if expires is not None and expires > now:
-            return True
+    def remembered(self, user: str, password: str, now: float) -> bool:
+        """Whether (user, password) passed a check less than `REMEMBER_SECONDS`
+        before monotonic time `now`.  Cheap: one HMAC."""
+        expires = self._remembered.get(self._digest(user, password))
+        return expires is not None and expires > now
+
+    def check(self, user: str, password: str) -> bool:
+        """Whether `password` is `user`'s: one full argon2 verification, for an
+        unknown user too.  Thread-safe; remembers nothing."""
         stored = self._hashes.get(user)
         try:
             ok = self._hasher.verify(stored if stored is not None else self._dummy, password)
-        except VerificationError:  # includes VerifyMismatchError
+        except (VerificationError, InvalidHashError):  # VerificationError includes VerifyMismatchError
             ok = False
-        except InvalidHashError:
-            ok = False
-        if not ok or stored is None:
-            return False
-        self._remember(digest, now + REMEMBER_SECONDS, now)
-        return True
+        return ok and stored is not None
+
+    def remember(self, user: str, password: str, now: float) -> None:
+        """Remember a successful `check` until `now + REMEMBER_SECONDS`."""
+        self._remember(self._digest(user, password), now + REMEMBER_SECONDS, now)
 
     def _digest(self, user: str, password: str) -> bytes:
         u = user.encode("utf-8", "surrogatepass")
