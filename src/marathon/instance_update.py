@@ -199,6 +199,7 @@ def _status(current: Instance | None, op: StatusUpdate) -> Effect:
         staged_at=staged_at,
         started_at=started_at,
         message=status.message,
+        reason=status.reason,
         healthy=status.healthy if status.healthy is not None else task.healthy,
         ip_addresses=list(status.ip_addresses) if status.ip_addresses else task.ip_addresses,
     )

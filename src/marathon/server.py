@@ -365,7 +365,7 @@ async def start_services(
         metrics=metrics,
         reconciler=reconciler,
     )
-    install_metrics(services, metrics)
+    install_metrics(services, metrics, time_ms=time_ms)
     await nursery.start(MetricsService(metrics, collect_sinks(pm, config.as_flags())).run)
     return services
 

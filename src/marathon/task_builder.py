@@ -18,9 +18,24 @@ from typing import TypeVar
 import msgspec.structs
 from msgspec import UNSET
 
-from .models.app import MESOS_HEALTH_PROTOCOLS, AppDefinition, EnvSecretRef, HealthCheck
+from .models.app import (
+    MESOS_HEALTH_PROTOCOLS,
+    AppDefinition,
+    Container,
+    EnvSecretRef,
+    HealthCheck,
+    Volume,
+)
 from .models.instance import Instance
-from .models.launch import AgentHealthCheck, FetchUri, TaskLaunch
+from .models.launch import (
+    AgentHealthCheck,
+    ContainerSpec,
+    FetchUri,
+    NetworkSpec,
+    PortMappingSpec,
+    TaskLaunch,
+    VolumeMount,
+)
 
 DEFAULT_KILL_GRACE_SECONDS = 3.0
 _LABEL_KEY_SANITIZE = re.compile(r"[^a-zA-Z0-9_]+")
@@ -185,6 +200,66 @@ def agent_health_check(app: AppDefinition, ports: Sequence[PortAssignment]) -> A
     )
 
 
+def container_spec(container: Container | None) -> ContainerSpec | None:
+    """The launch's view of the app's `container` (None: a plain command)."""
+    if not container:
+        return None
+    docker = container.docker if container.docker is not UNSET else None
+    return ContainerSpec(
+        type=container.type,
+        image=docker.image if docker is not None else None,  # type: ignore[union-attr]
+        force_pull_image=bool(docker and docker.force_pull_image),  # type: ignore[union-attr]
+        privileged=bool(docker and docker.privileged),  # type: ignore[union-attr]
+        parameters=[(p.key, p.value) for p in docker.parameters] if docker is not None else [],  # type: ignore[union-attr]
+        volumes=[_volume_mount(v) for v in container.volumes],
+    )
+
+
+def _volume_mount(v: Volume) -> VolumeMount:
+    mode = "RW" if v.mode is UNSET else v.mode
+    if v.persistent is not UNSET:
+        return VolumeMount(kind="persistent", container_path=v.container_path, mode=mode,  # type: ignore[arg-type]
+                           size_mib=v.persistent.size)  # type: ignore[union-attr]
+    if v.external is not UNSET:
+        return VolumeMount(kind="external", container_path=v.container_path, mode=mode,  # type: ignore[arg-type]
+                           provider=v.external.provider, name=v.external.name)  # type: ignore[union-attr]
+    if v.secret is not UNSET:
+        return VolumeMount(kind="secret", container_path=v.container_path, mode="RO",
+                           secret=v.secret)  # type: ignore[arg-type]
+    return VolumeMount(kind="host", container_path=v.container_path, mode=mode,  # type: ignore[arg-type]
+                       host_path=None if v.host_path is UNSET else v.host_path)  # type: ignore[arg-type]
+
+
+def _networks(app: AppDefinition) -> list[NetworkSpec]:
+    if app.host_networking:
+        return []
+    return [NetworkSpec(mode=n.mode, name=None if n.name is UNSET else n.name)  # type: ignore[arg-type]
+            for n in app.networks]  # type: ignore[union-attr]
+
+
+def _port_mappings(app: AppDefinition) -> list[PortMappingSpec]:
+    if app.host_networking:
+        return []
+    mappings = (app.container.port_mappings if app.container else UNSET) or []  # type: ignore[union-attr]
+    return [
+        PortMappingSpec(
+            container_port=m.container_port, takes_host_port=m.host_port is not UNSET,
+            protocol=m.protocol, name=None if m.name is UNSET else m.name,  # type: ignore[arg-type]
+        )
+        for m in mappings  # type: ignore[union-attr]
+    ]
+
+
+def _secret_env(app: AppDefinition) -> dict[str, str]:
+    """Env vars that name a secret -> the secret's source (never a value)."""
+    out: dict[str, str] = {}
+    for name, value in app.env.items():
+        if isinstance(value, EnvSecretRef):
+            ref = app.secrets.get(value.secret)
+            out[name] = ref.source if ref is not None else value.secret
+    return out
+
+
 def build_launch(
     app: AppDefinition,
     instance: Instance,
@@ -256,4 +331,10 @@ def _new_template(app: AppDefinition) -> TaskLaunch:
             for f in app.fetch
         ],
         labels=dict(app.labels),
+        container=container_spec(app.container or None),  # type: ignore[arg-type]
+        networks=_networks(app),
+        port_mappings=_port_mappings(app),
+        secret_env=_secret_env(app),
+        tty=app.tty is True,
+        executor="" if app.executor in ("", "//cmd") else app.executor,
     )

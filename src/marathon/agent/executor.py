@@ -73,6 +73,7 @@ from ..models.instance import TaskStatus
 from ..models.launch import TaskLaunch
 from ..models.resources import Resources
 from . import machine
+from .capabilities import LAUNCH_FAILED_REASON, PLAIN_PROCESSES, Capabilities, refusal
 from .cgroups import Cgroups, TaskCgroup, detect
 from .checkpoint import (
     EXIT_UNKNOWN_MESSAGE,
@@ -321,8 +322,10 @@ class Executor:
         spawn_concurrency: int = 8,
         health_check_concurrency: int = 256,
         ip_addresses: Sequence[str] = (),
+        capabilities: Capabilities = PLAIN_PROCESSES,
     ) -> None:
         self.work_dir = work_dir
+        self.capabilities = capabilities
         # What RUNNING statuses report as the task's addresses (host networking).
         self.ip_addresses = list(ip_addresses)
         self.sandboxes = work_dir / "sandboxes"
@@ -395,7 +398,7 @@ class Executor:
                 # place it again once an agent is back.
                 self._emit_status(TaskStatus(
                     task_id=tid, state="TASK_DROPPED", agent_id=self.agent_id,
-                    message="The agent is shutting down", reason="REASON_AGENT_RESTARTED",
+                    message="The agent is shutting down", reason=AGENT_RESTARTED_REASON,
                     timestamp=self._time_ms()))
                 continue
             if not tid or "/" in tid or "\0" in tid or tid in (".", ".."):
@@ -403,6 +406,14 @@ class Executor:
                     task_id=tid, state="TASK_ERROR", agent_id=self.agent_id,
                     message=f"Task id '{tid}' cannot name a sandbox directory",
                     reason="REASON_TASK_INVALID", timestamp=self._time_ms()))
+                continue
+            done = self._done.get(tid)
+            if done is not None:
+                # An ended (or killed before it arrived) task id is never
+                # launched again: a launch that arrives late, after the kill
+                # meant for it, must not start a task nobody wants.
+                self._emit_status(done)
+                log.info("launch_ignored task_id=%s reason=ended state=%s", tid, done.state)
                 continue
             if tid in self._writing:
                 # Its earlier run's record is being dropped in a worker
@@ -412,15 +423,33 @@ class Executor:
                     message="An earlier task with this id is still being cleaned up",
                     reason="REASON_TASK_INVALID", timestamp=self._time_ms()))
                 continue
-            # An earlier run's drop still queued is no longer due: the new
-            # record replaces it.
+            why = refusal(launch, self.capabilities)
+            if why is not None:
+                # Never a silent fallback to a bare process on the host.
+                self._refuse(launch, why)
+                continue
+            # An earlier run's drop still queued (its id long forgotten by
+            # `_done`) is no longer due: the new record replaces it.
             self._ending.pop(tid, None)
-            self._done.pop(tid, None)
             t = _Task(launch, self.sandboxes / tid)
             t.quiet_launch = quiet
             self._take(t)
             self._set(t, "TASK_STAGING")
             nursery.start_soon(self._supervise, t)
+
+    def _refuse(self, launch: TaskLaunch, why: str) -> None:
+        """A launch this agent cannot carry out as asked: nothing starts."""
+        status = TaskStatus(
+            task_id=launch.task_id, state="TASK_FAILED", agent_id=self.agent_id, message=why,
+            reason=LAUNCH_FAILED_REASON, timestamp=self._time_ms())
+        self._remember_done(status)
+        self._emit_status(status)
+        log.info("task_refused task_id=%s message=%r", launch.task_id, why)
+
+    def _remember_done(self, status: TaskStatus) -> None:
+        self._done[status.task_id] = status
+        while len(self._done) > _DONE_LIMIT:
+            self._done.popitem(last=False)
 
     def kill(self, task_ids: Sequence[str], *, grace_seconds: float | None = None) -> None:
         nursery = self._running()
@@ -432,7 +461,11 @@ class Executor:
             t = self._live.get(tid)
             if t is None:
                 if tid not in self._done:
-                    self._emit_status(self._unknown(tid))
+                    # Remembered, so that its launch, should it come after
+                    # this kill, is refused.
+                    unknown = self._unknown(tid)
+                    self._remember_done(unknown)
+                    self._emit_status(unknown)
                 continue
             grace = t.launch.kill_grace_seconds if grace_seconds is None else grace_seconds
             deadline = now + max(0.0, grace)
@@ -522,9 +555,7 @@ class Executor:
         self._ending[tid] = t.sandbox
         self._journal_wakeup.set()
         self._set(t, state, message, reason, exit_code)
-        self._done[tid] = self._status_of(t)
-        while len(self._done) > _DONE_LIMIT:
-            self._done.popitem(last=False)
+        self._remember_done(self._status_of(t))
         t.exited.set()
         log.log(logging.DEBUG if t.quiet_kill and state == "TASK_KILLED" else logging.INFO,
                 "task_exited task_id=%s pid=%s state=%s exit_code=%s message=%r",
@@ -1129,14 +1160,17 @@ class Executor:
             t = _Task(rec.launch, Path(rec.sandbox))
             t.state_ts = rec.staged_at
             self._take(t)  # so that _terminal reports, releases and forgets it
-            self._terminal(t, "TASK_FAILED", why, "REASON_EXECUTOR_TERMINATED")
+            self._terminal(t, "TASK_FAILED", why, _burial_reason(why))
         for task_id in unrecorded:
+            # Spawned just before the agent died, before its record was
+            # written: the agent's fault, not the app's (REASON_AGENT_RESTARTED
+            # is never charged to the app's launch backoff).
             status = TaskStatus(
                 task_id=task_id, state="TASK_FAILED", agent_id=self.agent_id,
-                message=LAUNCH_INTERRUPTED_MESSAGE, reason="REASON_EXECUTOR_TERMINATED",
+                message=LAUNCH_INTERRUPTED_MESSAGE, reason=AGENT_RESTARTED_REASON,
                 timestamp=self._time_ms(),
             )
-            self._done[task_id] = status
+            self._remember_done(status)
             self._emit_status(status)
             log.info("task_exited task_id=%s pid=None state=TASK_FAILED exit_code=None "
                      "message=%r", task_id, LAUNCH_INTERRUPTED_MESSAGE)
@@ -1160,6 +1194,18 @@ class Executor:
         ran = max(0.0, time.time() - rec.running_at) if rec.running_at is not None else 0.0
         self._start_health_checks(t, trio.current_time() - ran)
         log.info("task_readopted task_id=%s pid=%d", rec.launch.task_id, rec.pid)
+
+
+AGENT_RESTARTED_REASON = "REASON_AGENT_RESTARTED"
+
+
+def _burial_reason(why: str) -> str:
+    """The reason of a recorded task found dead at start-up: the task's own
+    end (it exited while the agent was down), or the agent's fault (it died
+    while launching the task; the machine rebooted)."""
+    if why == EXIT_UNKNOWN_MESSAGE:
+        return "REASON_EXECUTOR_TERMINATED"
+    return AGENT_RESTARTED_REASON
 
 
 def _reap_leader(t: _Task) -> int | None:

@@ -14,7 +14,7 @@ from ..models.timestamp import format_ms
 from ._auth import app_resource
 from ._context import ApiContext
 from ._http import json_response
-from ._render import app_bytes, splice
+from ._render import app_bytes, splice, task_failure_json
 
 
 def _waiting(inst: Instance) -> bool:
@@ -60,6 +60,12 @@ async def queue(request: Request) -> Response:
         for inst in waiting:
             by_role.setdefault(inst.role, []).append(inst)
         delay = ctx.launch_queue.delay(app)
+        # Why the last launch failed (a launch the agent refused names what
+        # it cannot provide): the first thing to read when something waits.
+        failure = task_failure_json(ctx, app.id) if by_role else None
+        app_json = app_bytes(ctx, app)
+        if failure is not None:
+            app_json = splice(app_json, {"lastTaskFailure": failure})
         for role, insts in sorted(by_role.items()):
             entry = {
                 "count": len(insts),
@@ -73,7 +79,7 @@ async def queue(request: Request) -> Response:
             }
             if embed_offers:
                 entry["lastUnusedOffers"] = []
-            items.append(splice(b'{"app":' + app_bytes(ctx, app) + b"}", entry))
+            items.append(splice(b'{"app":' + app_json + b"}", entry))
     return json_response(b'{"queue":[' + b",".join(items) + b"]}")
 
 

@@ -3,39 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
-import logging
 import os
+import sqlite3
 import sys
 
 from .._version import MARATHON_API_VERSION, __version__
+from ._logging import setup_logging
 
 # Marathon's process exit codes (SPEC.md 5.7).
 EXIT_HTTP_BIND = 111
 EXIT_BAD_FLAG = 112
 EXIT_PLUGIN = 102
-
-_LEVELS = {
-    "off": logging.CRITICAL + 10,
-    "error": logging.ERROR,
-    "warn": logging.WARNING,
-    "info": logging.INFO,
-    "warning": logging.WARNING,
-    "debug": logging.DEBUG,
-    "trace": logging.DEBUG,
-    "all": logging.DEBUG,
-}
-
-
-def setup_logging(level: str) -> None:
-    """One line per event: `time level logger key=value ...`; quiet libraries."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(logging.WARNING)
-    logging.getLogger("marathon").setLevel(_LEVELS.get(level.lower(), logging.INFO))
-
+# Ours (Marathon has no such code): the server's state or its agent's work
+# dir cannot be written at start-up (disk full, read-only, over quota).
+# Nothing was changed and no task was touched: free space, start again.
+EXIT_STORAGE = 113
+_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 def _parser() -> argparse.ArgumentParser:
     from ..config import build_parser
@@ -131,14 +116,26 @@ def _serve(config) -> int:  # type: ignore[no-untyped-def]
     except* WorkDirInUse as group:
         print(f"marathon: {_first_leaf(group)}", file=sys.stderr)
         code = EXIT_BAD_FLAG
-    except* OSError as group:
+    except* (OSError, sqlite3.Error) as group:
         exc = _first_leaf(group)
-        if getattr(exc, "errno", None) in (98, 99):
+        if getattr(exc, "errno", None) in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             print(f"marathon: cannot bind {config.http_address}:{config.http_port}: {exc}", file=sys.stderr)
             code = EXIT_HTTP_BIND
+        elif _storage_failure(exc):
+            print(f"marathon: cannot write to {config.data_dir}: {exc}; nothing was changed and "
+                  "running tasks were left alone: free space and start again", file=sys.stderr)
+            code = EXIT_STORAGE
         else:
             raise
     return code
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    """The disk is full, read-only or over quota (as the OS or SQLite says it)."""
+    if isinstance(exc, OSError):
+        return exc.errno in _STORAGE_ERRNOS
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY) or (
+        "database or disk is full" in str(exc))
 
 
 def _first_leaf(group: BaseExceptionGroup) -> BaseException:

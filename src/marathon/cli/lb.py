@@ -695,7 +695,7 @@ def _target(ns: argparse.Namespace) -> tuple[Target, Path | None]:
 
 def main(argv: Sequence[str]) -> int:
     from ..plugins import PluginError, plugin_manager
-    from ._main import setup_logging
+    from ._logging import setup_logging
 
     ns = build_parser().parse_args(list(argv))
     setup_logging(ns.logging_level)

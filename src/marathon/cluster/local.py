@@ -18,6 +18,7 @@ restarted `marathon serve` re-adopt the tasks that outlived it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 import socket
@@ -28,6 +29,7 @@ from typing import Literal
 import trio
 
 from ..agent import machine
+from ..agent.capabilities import PLAIN_PROCESSES
 from ..agent.checkpoint import load_or_create_agent_id
 from ..agent.executor import Executor, now_ms
 from ..models.agent import AgentInfo, Attribute, Offer, PortRange, ports_in
@@ -110,6 +112,8 @@ class LocalDriver:
             kill_tasks_on_exit=kill_tasks_on_exit, sandbox_max_age=sandbox_max_age,
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
             health_check_concurrency=health_check_concurrency,
+            # Plain processes on this host, with the GPUs it has.
+            capabilities=dataclasses.replace(PLAIN_PROCESSES, gpus=int(self._total.gpus)),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -15,6 +15,7 @@ launches costs a few timers, not 100,000.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import random
 import time
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 
 import trio
 
+from ..agent.capabilities import LAUNCH_FAILED_REASON, PLAIN_PROCESSES, Capabilities, refusal
 from ..models.agent import AgentInfo, Offer, PortRange
 from ..models.instance import TaskStatus
 from ..models.launch import TaskLaunch
@@ -46,6 +48,9 @@ class SimConfig:
     # `{i}` is the agent number; a fixed name (e.g. 127.0.0.1) points every
     # agent at this machine, so health checks can reach real test servers.
     hostname: str = "sim-{i}.local"
+    # What a simulated agent can give a task (as a real agent: plain
+    # processes); launches asking for more fail as they would there.
+    capabilities: Capabilities = PLAIN_PROCESSES
 
 
 # Status updates of a burst are emitted this many at a time.
@@ -92,6 +97,8 @@ class SimDriver:
         self.config = config
         self._time_ms = time_ms or (lambda: int(time.time() * 1000))
         self._rng = random.Random(config.seed)
+        self._capabilities = dataclasses.replace(
+            config.capabilities, gpus=max(config.capabilities.gpus, config.gpus))
         total = Resources.of(cpus=config.cpus, mem=config.mem, disk=config.disk, gpus=config.gpus,
                              ports=config.port_range[1] - config.port_range[0] + 1)
         self._agents: list[_SimAgent] = []
@@ -156,6 +163,11 @@ class SimDriver:
             idx = self._index.get(t.agent_id)
             if idx is None or t.task_id in self._tasks:
                 self._emit(TaskStatus(task_id=t.task_id, state="TASK_DROPPED", agent_id=t.agent_id, message="unknown agent", timestamp=now))
+                continue
+            why = refusal(t, self._capabilities)
+            if why is not None:
+                self._emit(TaskStatus(task_id=t.task_id, state="TASK_FAILED", agent_id=t.agent_id,
+                                      message=why, reason=LAUNCH_FAILED_REASON, timestamp=now))
                 continue
             agent = self._agents[idx]
             agent.free = agent.free - _demand(t)

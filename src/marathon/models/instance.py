@@ -51,6 +51,10 @@ TERMINAL = frozenset({"Killed", "Finished", "Failed", "Error", "Dropped", "Gone"
 LOST = frozenset({"Unreachable", "UnreachableInactive", "Gone", "Dropped", "Unknown"})
 # Conditions whose arrival counts as a launch failure for backoff (SPEC.md 4.9).
 BACKOFF_FAILURE = frozenset({"Failed", "Error", "Finished", "Dropped", "Gone"})
+# Reasons of a task's end that are the control plane's fault, not the app's
+# (the agent restarted while launching it, or is shutting down): such an end
+# is never charged to the app's launch backoff.
+CONTROL_PLANE_REASONS = frozenset({"REASON_AGENT_RESTARTED", "REASON_SLAVE_RESTARTED"})
 # Conditions kept in lastTaskFailure (SPEC.md 2.8).
 TASK_FAILURE = frozenset({"Failed", "Error", "Dropped", "Gone", "Unknown"})
 
@@ -143,6 +147,7 @@ class Task(Struct, frozen=True, kw_only=True, gc=False):
     ip_addresses: list[str] = []
     message: str = ""
     healthy: bool | None = None
+    reason: str | None = None  # of the last status (Mesos' TaskStatus.Reason)
 
 
 class InstanceState(Struct, frozen=True, kw_only=True, gc=False):

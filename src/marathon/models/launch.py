@@ -42,6 +42,45 @@ class AgentHealthCheck(Struct, frozen=True, kw_only=True, gc=False):
     delay_seconds: float = 15.0
 
 
+class VolumeMount(Struct, frozen=True, kw_only=True, gc=False):
+    """A volume the task asks for, as the definition says it (the agent
+    decides whether it can provide that kind)."""
+
+    kind: Literal["host", "persistent", "secret", "external"]
+    container_path: str
+    mode: Literal["RO", "RW"] = "RW"
+    host_path: str | None = None  # host
+    size_mib: int | None = None  # persistent
+    secret: str | None = None  # secret: the name in the app's `secrets` (never its value)
+    provider: str | None = None  # external
+    name: str | None = None  # external
+
+
+class ContainerSpec(Struct, frozen=True, kw_only=True, gc=False):
+    """The app's `container`: which containerizer, which image, which volumes."""
+
+    type: Literal["MESOS", "DOCKER"]
+    image: str | None = None
+    force_pull_image: bool = False
+    privileged: bool = False
+    parameters: list[tuple[str, str]] = []  # Docker CLI parameters (DOCKER only)
+    volumes: list[VolumeMount] = []
+
+
+class NetworkSpec(Struct, frozen=True, kw_only=True, gc=False):
+    mode: Literal["host", "container/bridge", "container"]
+    name: str | None = None
+
+
+class PortMappingSpec(Struct, frozen=True, kw_only=True, gc=False):
+    container_port: int
+    # Whether it maps a host port: those are the launch's `host_ports`, in
+    # the order of the mappings that take one.
+    takes_host_port: bool = False
+    protocol: str = "tcp"
+    name: str | None = None
+
+
 class TaskLaunch(Struct, frozen=True, kw_only=True, gc=False):
     task_id: str
     instance_id: str
@@ -66,3 +105,16 @@ class TaskLaunch(Struct, frozen=True, kw_only=True, gc=False):
     fetch: list[FetchUri] = []
     labels: dict[str, str] = {}
     health_check: AgentHealthCheck | None = None
+    # What the task needs beyond a process on the agent's host.  The agent
+    # checks every one of these against what it can do
+    # (`marathon.agent.capabilities`) and refuses the launch with a reason
+    # rather than run the command without it.
+    container: ContainerSpec | None = None
+    networks: list[NetworkSpec] = []  # empty: the host's network
+    port_mappings: list[PortMappingSpec] = []
+    # Env vars whose value comes from a secret: name -> the secret's source.
+    # A plugin may deliver them (it sets the variable); otherwise the agent
+    # must resolve them itself.
+    secret_env: dict[str, str] = {}
+    tty: bool = False
+    executor: str = ""  # a custom executor to run the task with ("" or "//cmd": none)

@@ -276,6 +276,24 @@ class InstanceTracker:
         ids = [i.task.task_id for i in instances if i.task is not None and i.condition in ACTIVE]
         self._send_kills(ids)
 
+    def kill_unwanted(self) -> int:
+        """Send a kill for every active task whose instance's goal is not
+        Running and that has no kill in flight; returns how many.
+
+        A kill is sent when the goal changes, and that moment is not durable:
+        a server killed right after storing a scale-down (or a delete) comes
+        back with the goal stored and the tasks still running, and nothing
+        else would ever kill them.  So this runs at every reconciliation,
+        the first of which comes before anything is replaced.
+        """
+        ids = [
+            i.task.task_id for i in self._instances.values()
+            if i.state.goal != Goal.RUNNING and i.task is not None and i.condition in ACTIVE
+            and i.task.task_id not in self._kills_sent
+        ]
+        self._send_kills(ids)
+        return len(ids)
+
     # -- reads ----------------------------------------------------------------
 
     def get(self, instance_id: str) -> Instance | None:

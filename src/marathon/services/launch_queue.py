@@ -22,6 +22,7 @@ from ..instance_update import Effect, Expunged, Schedule, Updated
 from ..models.app import AppDefinition
 from ..models.instance import (
     BACKOFF_FAILURE,
+    CONTROL_PLANE_REASONS,
     Condition,
     Goal,
     Instance,
@@ -144,7 +145,7 @@ class LaunchQueue:
             app, key = found
             if inst.run_spec_version < key[1]:
                 continue  # an instance of an older config: its failures say nothing about this one
-            if cond in BACKOFF_FAILURE:
+            if cond in BACKOFF_FAILURE and (inst.task is None or inst.task.reason not in CONTROL_PLANE_REASONS):
                 self._delays[key] = backoff.on_failure(
                     self._delays.get(key),
                     now=now,

@@ -44,7 +44,6 @@ from ..models.instance import ACTIVE, Condition, Goal
 if TYPE_CHECKING:
     import pluggy
 
-    from ..api._context import ApiContext
     from ..config import Config
     from .deployments import DeploymentManager
     from .events import EventBus
@@ -535,7 +534,6 @@ class Services(Protocol):
     launch_queue: LaunchQueue
     scheduler: Scheduler
     bus: EventBus
-    api_context: ApiContext
 
 
 _CONDITIONS = (
@@ -558,8 +556,9 @@ def _kebab(name: str) -> str:
     return "".join(out)
 
 
-def install(services: Services, registry: MetricsRegistry) -> None:
-    """Register Marathon's metrics (SPEC.md 13) over the running services."""
+def install(services: Services, registry: MetricsRegistry, *, time_ms: Callable[[], int]) -> None:
+    """Register Marathon's metrics (SPEC.md 13) over the running services;
+    `time_ms` is the wall clock instances are stamped with."""
     config = services.config
     started = registry.clock()
     launch_timeout_ms = config.task_launch_timeout
@@ -578,7 +577,7 @@ def install(services: Services, registry: MetricsRegistry) -> None:
     def instance_gauges() -> dict[str, float]:
         counts = dict.fromkeys(_CONDITIONS, 0)
         scheduled = overdue = inflight_kills = 0
-        now = services.api_context.time_ms()
+        now = time_ms()
         for inst in services.tracker.all():
             cond = inst.state.condition
             counts[cond] = counts.get(cond, 0) + 1

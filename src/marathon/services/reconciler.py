@@ -1,6 +1,9 @@
 """Keeping belief and reality together (SPEC.md 5.6, 4.8).
 
-* Reconciliation: ask the agents for the state of every task Marathon thinks
+* Reconciliation: kill (again) every task whose instance's goal is no
+  longer Running (a kill in flight is not durable: a crash right after a
+  scale-down was stored left its surplus running forever), then ask the
+  agents for the state of every task Marathon thinks
   is active (explicit) and for every task they run (implicit).  Answers come
   back as ordinary status updates: a task the agent does not know becomes
   `Unknown` (and is relaunched if its goal is Running); a task Marathon does
@@ -98,7 +101,9 @@ class Reconciler:
             await trio.sleep(interval_ms / 1000.0)
 
     async def reconcile(self) -> None:
-        """Orphans are decommissioned; then every active task is reconciled."""
+        """Orphans are decommissioned, tasks not meant to run are killed (again:
+        a crash loses the kills in flight), then every active task is
+        reconciled."""
         root = self._root()
         now = self._time_ms()
         # One lookup per app, not per instance (100,000 instances of one app
@@ -113,6 +118,9 @@ class Reconciler:
         if orphans:
             log.info("decommissioning orphaned instances count=%d", len(orphans))
             await self._tracker.process(orphans)
+        unwanted = self._tracker.kill_unwanted()
+        if unwanted:
+            log.info("killing tasks whose goal is no longer Running count=%d", unwanted)
         task_ids = [
             i.task.task_id for i in self._tracker.all()
             if i.task is not None and i.condition in ACTIVE

@@ -222,20 +222,39 @@ class Scheduler:
         if effects is not resolved:
             built = await self._launches(effects, definition_of, root)
         launches = await self._adjusted(built)
-        if self.tokens is not None:
-            # Spent before anything is sent: the first statuses may come
-            # back (and give tokens back) while later slices are still going.
-            self.tokens -= len(launches)
         # In slices: a driver's launch is synchronous work per task (the
         # embedded agent starts a trio task each, the simulator books
         # resources and answers), and 20,000 at once held the loop ~150 ms.
+        sent = 0
         for start in range(0, len(launches), YIELD_EVERY):
-            self._driver.launch(launches[start:start + YIELD_EVERY])
+            # Checked right before sending, with no await in between: since
+            # the placements were stored, a forced deployment may have
+            # decommissioned an instance (its kill already went out, and
+            # the agent answered that it does not know the task); its
+            # launch, sent now, would start a task nobody wants.
+            wanted = self._still_wanted(launches[start:start + YIELD_EVERY])
+            if self.tokens is not None:
+                self.tokens -= len(wanted)
+            self._driver.launch(wanted)
+            sent += len(wanted)
             if start + YIELD_EVERY < len(launches):
                 await trio.lowlevel.checkpoint()
-        self.launched += len(launches)
-        log.debug("scheduling pass placed=%d unplaced_apps=%d", len(launches), len(result.unplaced))
-        return len(launches)
+        self.launched += sent
+        log.debug("scheduling pass placed=%d unplaced_apps=%d", sent, len(result.unplaced))
+        return sent
+
+    def _still_wanted(self, launches: list[TaskLaunch]) -> list[TaskLaunch]:
+        """The launches whose instance still waits for exactly that task."""
+        out = []
+        for launch in launches:
+            inst = self._tracker.get(launch.instance_id)
+            if (inst is not None and inst.task is not None and inst.task.task_id == launch.task_id
+                    and inst.state.goal == Goal.RUNNING and inst.condition == Condition.PROVISIONED):
+                out.append(launch)
+            else:
+                log.info("launch_withdrawn task_id=%s reason=%s", launch.task_id,
+                         "instance gone" if inst is None else f"{inst.state.goal}/{inst.condition}")
+        return out
 
     async def _launches(
         self, effects: list[Effect], definition_of: dict[str, AppDefinition], root: Group

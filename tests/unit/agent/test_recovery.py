@@ -113,6 +113,9 @@ async def test_process_of_a_task_without_a_record_is_killed_at_start(start_agent
     stray = await trio.lowlevel.open_process(["sleep", "1000"], env=env, cwd=sandbox,
                                              start_new_session=True)
     try:
+        # Until it has exec'd, the child's /proc environ is still ours, and
+        # the agent's scan would not see a task process in it.
+        await wait_until(lambda: _cmdline(stray.pid).startswith(b"sleep"))
         driver, rec = await start_agent(resources=TOTAL)
         final = await rec.terminal(task_id)
         assert (final.state, final.message) == ("TASK_FAILED", LAUNCH_INTERRUPTED_MESSAGE)
@@ -140,3 +143,11 @@ async def test_a_second_agent_on_the_same_work_dir_is_refused(start_agent, tmp_p
     assert read_records(tmp_path / "agent" / "checkpoint").keys() == {t.task_id}
     driver.kill([t.task_id])
     assert (await rec.terminal(t.task_id)).state == "TASK_KILLED"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""

@@ -190,6 +190,40 @@ async def test_kill_and_reconcile_of_unknown_tasks_answer_task_lost(start_agent)
         assert lost.reason == "REASON_TASK_UNKNOWN"
 
 
+async def test_a_launch_arriving_after_its_kill_never_starts(start_agent, tmp_path):
+    """The kill of a task the agent does not know yet is remembered: when the
+    launch meant to be killed comes after it, nothing starts."""
+    driver, rec = await start_agent()
+    t = make_task(driver.agent_id, command="sleep 3600")
+    driver.kill([t.task_id])
+    assert (await rec.wait(t.task_id, "TASK_LOST")).reason == "REASON_TASK_UNKNOWN"
+    driver.launch([t])
+    marker = make_task(driver.agent_id, command="true")  # statuses are ordered
+    driver.launch([marker])
+    await rec.terminal(marker.task_id)
+    assert rec.states(t.task_id) == ["TASK_LOST", "TASK_LOST"]
+    assert not sandbox_of(tmp_path / "agent", t.task_id).exists()
+    assert t.task_id not in driver.executor.live_task_ids()
+
+
+async def test_a_launch_asking_for_what_the_agent_cannot_give_starts_nothing(start_agent, tmp_path):
+    from marathon.models.launch import ContainerSpec, FetchUri
+
+    driver, rec = await start_agent()
+    t = make_task(driver.agent_id, command="cat /etc/os-release",
+                  container=ContainerSpec(type="DOCKER", image="alpine"),
+                  fetch=[FetchUri(uri="http://127.0.0.1:9/a.tgz")])
+    driver.launch([t])
+    failed = await rec.terminal(t.task_id)
+    assert rec.states(t.task_id) == ["TASK_FAILED"]
+    assert failed.reason == "REASON_CONTAINER_LAUNCH_FAILED"
+    assert "container image 'alpine'" in failed.message and "http://127.0.0.1:9/a.tgz" in failed.message
+    assert not sandbox_of(tmp_path / "agent", t.task_id).exists()
+    assert driver.executor.allocated.cpus == 0
+    driver.reconcile([t.task_id])
+    assert (await rec.wait(t.task_id, "TASK_FAILED", after=len(rec.statuses))).message == failed.message
+
+
 async def test_kill_of_a_finished_task_does_nothing(start_agent):
     driver, rec = await start_agent()
     t = make_task(driver.agent_id, command="true")
@@ -368,10 +402,12 @@ async def test_the_sandbox_gc_spares_an_ended_task_whose_end_is_not_yet_stamped(
         assert executor.collect_garbage(executor._gc_spared()) == 0
         assert (sandbox / "stdout").read_text() == "out\n"
         # Launched again under the same id while its end is being written:
-        # refused (its new record could be dropped by the old end).
+        # an ended id is never launched again; its end is reported again.
+        before = len(rec.of(t.task_id))
         driver.launch([t])
-        dropped = await rec.wait(t.task_id, "TASK_DROPPED")
-        assert "still being cleaned up" in dropped.message
+        await wait_until(lambda: len(rec.of(t.task_id)) > before)
+        assert [s.state for s in rec.of(t.task_id)[before:]] == ["TASK_FINISHED"]
+        assert (sandbox / "stdout").read_text() == "out\n", "it did not run again"
     finally:
         release.set()
     await wait_until(lambda: not executor._writing)

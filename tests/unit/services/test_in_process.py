@@ -295,3 +295,39 @@ async def test_reconciliation_decommissions_the_instances_of_an_app_that_is_gone
         with trio.fail_after(600):
             await m.wait_until(lambda: not m.instances("/svc"))
         assert len(m.running("/kept")) == 2
+
+
+async def test_a_launch_decommissioned_before_it_goes_out_is_withdrawn(autojump_clock):
+    """A forced deployment decommissions instances whose placement is stored
+    but whose launch has not gone out yet: their kill reaches the agent
+    first (it does not know the task), and the launch must then never go."""
+    async with InProcess.start(agents=4) as m:
+        scheduler, driver = m.services.scheduler, m.driver
+        order: list[tuple[str, str]] = []
+        real_launch, real_kill = driver.launch, driver.kill
+        driver.launch = lambda tasks: (order.extend(("launch", t.task_id) for t in tasks), real_launch(tasks))[1]
+        driver.kill = lambda ids, **kw: (order.extend(("kill", i) for i in ids), real_kill(ids, **kw))[1]
+        held, release = trio.Event(), trio.Event()
+        real_adjusted = scheduler._adjusted
+
+        async def adjusted(built):
+            if not held.is_set():
+                held.set()
+                await release.wait()  # the placements are stored; the launches wait here
+            return await real_adjusted(built)
+
+        scheduler._adjusted = adjusted
+        await m.client.post("/v2/apps", json=dict(APP, instances=3))
+        with trio.fail_after(60):
+            await held.wait()
+        r = await m.client.put("/v2/apps/svc", json={"instances": 0}, params={"force": "true"})
+        assert r.status_code == 200
+        with trio.fail_after(60):
+            await m.wait_until(lambda: sum(1 for op, _ in order if op == "kill") == 3)
+        release.set()
+        await trio.sleep(1)  # virtual: the held pass goes on and ends
+        with trio.fail_after(5):
+            await m.settle()
+        killed = {tid for op, tid in order if op == "kill"}
+        assert not [tid for op, tid in order if op == "launch" and tid in killed]
+        assert m.instances("/svc") == [] and driver.live_task_ids() == []
