@@ -27,6 +27,8 @@ else
 /usr/lib/python3/dist-packages/whisper.py python3-whisper
 /usr/sbin/haproxy haproxy
 /usr/bin/wrk wrk
+/sbin/ip iproute2
+/usr/sbin/iptables iptables
 "
 fi
 

@@ -27,6 +27,19 @@ FEATURES = frozenset({"vips", "task_killing", "external_volumes", "secrets", "gp
 # a burst, and each write gives the GIL up to busy worker threads.
 LOG_EACH_TASK_UP_TO = 50
 
+# The default per-app instance limit leaves room for the 100,000-instance
+# benchmark (S1) and keeps one app's instance records well inside a small
+# machine.  Marathon's `instances` is a 32-bit int: no limit can be above it.
+MAX_INSTANCES_PER_APP = 200_000
+_INT32_MAX = 2**31 - 1
+# One request body is at most this long (marathon.httpserver and the API
+# enforce it); all bodies in flight together at most the budget: room for one
+# body of the largest size and smaller ones beside it.  A body becomes 5-25
+# times its size in objects while it is decoded and checked (measured:
+# docs/configuration.md), so the budget bounds the memory requests take.
+HTTP_MAX_REQUEST_BODY = 10 * 1024 * 1024
+HTTP_MAX_BODY_BYTES_IN_FLIGHT = 16 * 1024 * 1024
+
 
 class ConfigError(ValueError):
     """An invalid flag value; the CLI exits with 112 (Marathon's code)."""
@@ -46,7 +59,7 @@ class Config:
     """The server's configuration.  Field names are the flag names."""
 
     # -- core -----------------------------------------------------------------
-    master: str = field(default="local", metadata={"help": "Where tasks run: 'local' (the embedded agent on this machine) or 'sim://<agents>[?cpus=..&mem=..&start_delay=..]' (simulated agents, for benchmarks)."})
+    master: str = field(default="local", metadata={"help": "Where tasks run: 'local' (the embedded agent on this machine, plus `marathon agent` machines once --agent_secret_file is set), 'agents' (only `marathon agent` machines: the cluster shape), or 'sim://<agents>[?cpus=..&mem=..&start_delay=..]' (simulated agents, for benchmarks)."})
     hostname: str = field(default_factory=_default_hostname, metadata={"help": "Advertised hostname (leader info, the embedded agent's HOST)."})
     framework_name: str = field(default="marathon", metadata={"help": "Framework name reported in /v2/info."})
     mesos_role: str = field(default="*", metadata={"help": "Default role of services outside role-enforcing groups."})
@@ -59,6 +72,7 @@ class Config:
     mesos_bridge_name: str = field(default="mesos-bridge", metadata={"help": "Name of the bridge network."})
     env_vars_prefix: str | None = field(default=None, metadata={"help": "Prefix for the PORT*/HOST variables of tasks."})
     max_running_deployments: int = field(default=100, metadata={"help": "More deployments than this at once are refused with 403."})
+    max_instances_per_app: int = field(default=MAX_INSTANCES_PER_APP, metadata={"help": "Most instances one app may ask for (more: 422 at /instances). An app stored with more (before this limit, or under a higher one) is loaded with this many, and a warning is logged."})
     task_launch_timeout: int = field(default=300000, metadata={"help": "ms a task may stay STAGING/STARTING before it is killed."})
     task_launch_confirm_timeout: int = field(default=300000, metadata={"help": "ms a launched task may stay without any status before it is killed."})
     reconciliation_initial_delay: int = field(default=15000, metadata={"help": "ms before the first reconciliation with the agents."})
@@ -81,7 +95,8 @@ class Config:
     # -- http -----------------------------------------------------------------
     http_address: str = field(default="127.0.0.1", metadata={"help": "Address the HTTP API binds to."})
     http_port: int = field(default=8080, metadata={"help": "Port of the HTTP API."})
-    http_max_concurrent_requests: int | None = field(default=None, metadata={"help": "Requests beyond this many at once get 503."})
+    http_max_concurrent_requests: int | None = field(default=None, metadata={"help": "Requests beyond this many being answered at once get 503 with Retry-After (event streams and agent subscriptions do not count). Default: no limit."})
+    http_max_body_bytes_in_flight: int = field(default=HTTP_MAX_BODY_BYTES_IN_FLIGHT, metadata={"help": "Request body bytes all requests together may hold at once; a request whose body does not fit waits up to 10 s for room, then gets 503 with Retry-After. At least the 10 MiB body limit."})
     http_server: str = field(default="builtin", metadata={"help": "builtin (trio + h11, the fast default) | hypercorn: which HTTP server runs the API."})
     access_control_allow_origin: str | None = field(default=None, metadata={"help": "Comma-separated CORS origins."})
 
@@ -91,6 +106,11 @@ class Config:
     agent_attributes: str | None = field(default=None, metadata={"help": "Embedded agent attributes 'rack:r1;zone_id:3' (used by constraints)."})
     agent_cgroups: str = field(default="auto", metadata={"help": "auto | off: cpu/memory limits of tasks through cgroups."})
     agent_spawn_threads: int = field(default=8, metadata={"help": "Worker threads that start the embedded agent's tasks (a burst goes to them in shares of up to 32)."})
+    # -- remote agents (ours; CLUSTER.md 3.4-3.8) ------------------------------
+    agent_secret_file: str | None = field(default=None, metadata={"help": "File holding the shared secret `marathon agent` processes present (at least 16 bytes). Without it no remote agent is accepted."})
+    agent_heartbeat_interval: int = field(default=5000, metadata={"help": "ms between heartbeats on each agent connection, both ways; 3 missed: the agent is disconnected (its offers withdrawn, its tasks untouched)."})
+    agent_unreachable_timeout: int = field(default=75000, metadata={"help": "ms without contact after which a disconnected agent's tasks are unreachable (each app's unreachableStrategy then applies)."})
+    agent_reregister_timeout: int = field(default=120000, metadata={"help": "ms a restarted master waits for the agents its instances name to subscribe before their tasks count as unreachable."})
     placement_strategy: str = field(default="binpack", metadata={"help": "binpack | spread | firstfit (an app may override it with the label MARATHON_PLACEMENT_STRATEGY)."})
     launch_batch_size: int = field(default=20000, metadata={"help": "Most instances placed and launched in one scheduling pass."})
     launch_tokens: int = field(default=100, metadata={"help": "Launch throttle: launches allowed before more tokens arrive (reset to this every refresh interval; every instance that becomes running gives one back)."})
@@ -154,6 +174,14 @@ class Config:
             raise ConfigError("--http_server must be builtin or hypercorn")
         if self.store not in ("sqlite", "memory"):
             raise ConfigError("--store must be sqlite or memory")
+        if not 1 <= self.max_instances_per_app <= _INT32_MAX:
+            raise ConfigError(f"--max_instances_per_app must be between 1 and {_INT32_MAX}")
+        if self.http_max_body_bytes_in_flight < HTTP_MAX_REQUEST_BODY:
+            raise ConfigError(
+                f"--http_max_body_bytes_in_flight must be at least {HTTP_MAX_REQUEST_BODY} (the limit of one body)"
+            )
+        if self.http_max_concurrent_requests is not None and self.http_max_concurrent_requests < 1:
+            raise ConfigError("--http_max_concurrent_requests must be at least 1")
         if self.agent_spawn_threads < 1:
             raise ConfigError("--agent_spawn_threads must be at least 1")
         if self.launch_tokens < 1 or self.launch_token_refresh_interval < 1:
@@ -162,10 +190,15 @@ class Config:
             raise ConfigError("--local_port_min/--local_port_max must form a port range")
         if self.plugin_dir and not self.plugin_conf:
             raise ConfigError("--plugin_dir needs --plugin_conf (the descriptor names the plugins to load)")
-        if self.master != "local" and not self.master.startswith("sim://"):
+        if self.master not in ("local", "agents") and not self.master.startswith("sim://"):
             raise ConfigError(
-                f"--master {self.master}: use 'local' (the embedded agent) or 'sim://<agents>' (simulated agents)"
+                f"--master {self.master}: use 'local' (the embedded agent), 'agents' (remote agents only) "
+                "or 'sim://<agents>' (simulated agents)"
             )
+        if self.master == "agents" and not self.agent_secret_file:
+            raise ConfigError("--master agents needs --agent_secret_file (the secret remote agents present)")
+        if min(self.agent_heartbeat_interval, self.agent_unreachable_timeout, self.agent_reregister_timeout) <= 0:
+            raise ConfigError("--agent_heartbeat_interval and the agent timeouts must be positive")
 
     def as_flags(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -1,7 +1,7 @@
 """One exception hierarchy for everything a request can be refused for.
 
 Every error that reaches the HTTP layer is a `MarathonError`; the API maps it
-to a status code and body in exactly one place (`marathon.api._errors`), using
+to a status code and body in exactly one place (`marathon.api._http`), using
 the `status` and `body()` defined here.  Expected "no" answers inside the
 system (no offer fits, an app is backing off) are values, not exceptions.
 """
@@ -167,11 +167,38 @@ class Unavailable(MarathonError):
     status = 503
 
 
+class Busy(Unavailable):
+    """Too much is in flight to take this request now; the same request may
+    well succeed a moment later (503 with `Retry-After: <retry_after>`)."""
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestTimeout(MarathonError):
+    """The client took too long to send its request (408)."""
+
+    status = 408
+
+
 class StorageError(MarathonError):
     """The store refused or failed a write; nothing was changed."""
 
     status = 503
 
 
+class TooLargeToStore(StorageError):
+    """A value is over the store's size limit (--zk_max_node_size): nothing
+    was changed, and sending the same request again cannot help, so it is a
+    413 naming the limit, not a 503 that clients retry."""
+
+    status = 413
+
+
 class PayloadTooLarge(MarathonError):
     status = 413
+
+
+class HeadersTooLarge(MarathonError):
+    status = 431

@@ -15,6 +15,16 @@ each request runs the ASGI app with `receive` (the body, then
 socket through it) and `send` (the response, chunked when no length is
 known; a complete answer goes out in one write).  Writes are plain
 `send_all` calls and can be cancelled.
+
+Limits (docs/configuration.md): a request head (request line and headers)
+over `MAX_HEADER_BYTES` is answered 431; a body over `MAX_REQUEST_BODY`
+makes `receive` raise `BodyTooLarge` (a 413 `MarathonError`, which the API
+maps like any other error) - at once when the declared Content-Length is
+over it, without reading a byte of the body, or when a chunked body grows
+past it.  The connection is then closed after the answer, gracefully: our
+side is shut down for writing and what the client still sends is read and
+dropped for a few seconds (a "lingering close", as nginx does), so the
+client reads the answer instead of a connection reset.
 """
 
 from __future__ import annotations
@@ -27,11 +37,16 @@ from urllib.parse import unquote
 import h11
 import trio
 
+from .config import HTTP_MAX_REQUEST_BODY
+from .errors import PayloadTooLarge
+
 log = logging.getLogger("marathon.http")
 
-MAX_REQUEST_BODY = 10 * 1024 * 1024
+MAX_REQUEST_BODY = HTTP_MAX_REQUEST_BODY
 MAX_HEADER_BYTES = 64 * 1024
 KEEP_ALIVE_SECONDS = 75.0
+# How long a connection closed with request bytes still unread drains them.
+LINGER_SECONDS = 5.0
 READ_CHUNK = 65536
 
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
@@ -41,12 +56,23 @@ class _ClientGone(Exception):
     pass
 
 
+class BodyTooLarge(PayloadTooLarge):
+    """The request body is over `MAX_REQUEST_BODY` (raised by `receive`)."""
+
+    def __init__(self, size: int | None = None) -> None:
+        shown = f"{size} bytes" if size is not None else "more"
+        super().__init__(f"Request body too large: {shown}, the limit is {MAX_REQUEST_BODY} bytes")
+
+
 class _Connection:
     def __init__(self, app: ASGIApp, stream: trio.SocketStream, server: tuple[str, int]) -> None:
         self.app = app
         self.stream = stream
         self.server = server
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEADER_BYTES)
+        # Set when we answer before the client has sent all of its request:
+        # the close then drains what is still on its way (see `_linger`).
+        self.linger = False
         try:
             peer = stream.socket.getpeername()
             self.client = (str(peer[0]), int(peer[1]))
@@ -74,21 +100,45 @@ class _Connection:
                 if idle.cancelled_caught or isinstance(event, h11.ConnectionClosed):
                     return
                 if isinstance(event, h11.Request):
+                    if _head_size(event) > MAX_HEADER_BYTES:
+                        self.linger = True
+                        await self._simple_error(431, "request header fields too large")
+                        return
                     keep_going = await self._handle(event)
                     if not keep_going:
                         return
                     self.conn.start_next_cycle()
-        except (h11.RemoteProtocolError, h11.LocalProtocolError) as exc:
+        except h11.RemoteProtocolError as exc:
+            # h11 says 431 for a head longer than MAX_HEADER_BYTES.
+            self.linger = True
+            await self._simple_error(exc.error_status_hint, f"bad request: {exc}")
+        except h11.LocalProtocolError as exc:
             await self._simple_error(400, f"bad request: {exc}")
         except (trio.BrokenResourceError, trio.ClosedResourceError, _ClientGone, ConnectionError):
             pass
         finally:
-            with trio.move_on_after(1) as scope:
-                scope.shield = True
-                try:
-                    await self.stream.aclose()
-                except trio.BrokenResourceError:
+            try:
+                if self.linger:
+                    await self._linger()
+            finally:
+                with trio.move_on_after(1) as scope:
+                    scope.shield = True
+                    try:
+                        await self.stream.aclose()
+                    except trio.BrokenResourceError:
+                        pass
+
+    async def _linger(self) -> None:
+        """Shut our side down and drop what the client still sends, for at
+        most LINGER_SECONDS: closing a socket with unread bytes would send a
+        reset, and the client could lose our answer with it."""
+        with trio.move_on_after(LINGER_SECONDS):
+            try:
+                await self.stream.send_eof()
+                while await self.stream.receive_some(READ_CHUNK):
                     pass
+            except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError):
+                pass
 
     async def _simple_error(self, status: int, text: str) -> None:
         if self.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -120,6 +170,10 @@ class _Connection:
             "state": {},
         }
         has_body = _has_body(request)
+        declared = _content_length(request)
+        # Declared too long: refused without reading it, and the connection
+        # ends after the answer, whoever gives it.
+        oversized = declared is not None and declared > MAX_REQUEST_BODY
         is_head = request.method == b"HEAD"
         if not has_body:
             await self._read_event()  # h11's EndOfMessage for a request without a body
@@ -127,20 +181,25 @@ class _Connection:
         disconnected = False
         response_started = False
         response_done = False
+        too_large = False
         size = 0
         start: dict[str, Any] = {}
 
         async def receive() -> dict:
-            nonlocal final_delivered, size, disconnected
+            nonlocal final_delivered, size, disconnected, too_large
             if not final_delivered:
                 if not has_body:
                     final_delivered = True
                     return {"type": "http.request", "body": b"", "more_body": False}
+                if oversized:
+                    too_large = True
+                    raise BodyTooLarge(declared)
                 event = await self._read_event()
                 if isinstance(event, h11.Data):
                     size += len(event.data)
                     if size > MAX_REQUEST_BODY:
-                        raise _BodyTooLarge()
+                        too_large = True
+                        raise BodyTooLarge()
                     return {"type": "http.request", "body": bytes(event.data), "more_body": True}
                 if isinstance(event, h11.EndOfMessage):
                     final_delivered = True
@@ -178,6 +237,8 @@ class _Connection:
                 status = start.pop("status")
                 if not more and not any(bytes(k).lower() in (b"content-length", b"transfer-encoding") for k, _ in headers):
                     headers.append((b"content-length", str(len(body)).encode()))
+                if too_large or oversized:  # the rest of the body is not read: the connection ends here
+                    headers.append((b"connection", b"close"))
                 out = self.conn.send(h11.Response(status_code=status, headers=headers)) or b""
             if body and not is_head:  # a HEAD answer has the headers of a GET, no body
                 out += self.conn.send(h11.Data(data=body)) or b""
@@ -190,9 +251,10 @@ class _Connection:
 
         try:
             await self.app(scope, receive, send)
-        except _BodyTooLarge:
+        except BodyTooLarge as exc:  # the app did not answer it itself
+            self.linger = True
             if not response_started:
-                await self._simple_error(413, "request body too large")
+                await self._simple_error(413, exc.message)
             return False
         except (trio.BrokenResourceError, trio.ClosedResourceError, _ClientGone):
             return False
@@ -203,6 +265,11 @@ class _Connection:
             return False
         if disconnected or not response_done:
             return False  # the client left, or the app returned without finishing its answer
+        if self.conn.their_state is h11.SEND_BODY and (too_large or oversized or self.conn.our_state is h11.MUST_CLOSE):
+            # Answered (a 413, or an answer that closes the connection): the
+            # rest of the body is not worth reading.
+            self.linger = True
+            return False
         if not final_delivered and self.conn.their_state is h11.SEND_BODY:
             # The app answered without reading the body (a 401, a 404): read
             # the rest so the connection stays usable for the next request.
@@ -212,14 +279,23 @@ class _Connection:
                     if isinstance(event, h11.Data):
                         size += len(event.data)
                         if size > MAX_REQUEST_BODY:
+                            self.linger = True
                             return False
                     elif not isinstance(event, h11.EndOfMessage):
                         return False
         return self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE
 
 
-class _BodyTooLarge(Exception):
-    pass
+def _head_size(request: h11.Request) -> int:
+    """Bytes of the request line and headers, about as they came."""
+    return len(request.method) + len(request.target) + 12 + sum(len(k) + len(v) + 4 for k, v in request.headers)
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            return int(value)  # h11 accepts only digits here
+    return None
 
 
 def _has_body(request: h11.Request) -> bool:

@@ -429,8 +429,19 @@ def match(
 
 
 @lru_cache(maxsize=4096)
-def _demand(cpus: float, mem: float, disk: float, gpus: int) -> tuple[int, int, int, int]:
-    return Resources.of(cpus=cpus, mem=mem, disk=disk, gpus=gpus).as_tuple()[:4]
+def _demand(cpus: float, mem: float, disk: float, gpus: int, cap: tuple[int, int, int, int]
+            ) -> tuple[int, int, int, int]:
+    """An instance's demand, each dimension at most `cap` (one more than the
+    largest agent has): an app asking for more than any agent fits nowhere
+    either way, and the core's int64 arithmetic stays bounded (cpus of 1e16
+    did not fit an int64 at all and stopped the server)."""
+    if cpus > _HUGE or mem > _HUGE or disk > _HUGE or gpus > _HUGE:
+        cpus, mem, disk, gpus = min(cpus, _HUGE), min(mem, _HUGE), min(disk, _HUGE), min(gpus, _HUGE)
+    d = Resources.of(cpus=cpus, mem=mem, disk=disk, gpus=gpus).as_tuple()
+    return min(d[0], cap[0]), min(d[1], cap[1]), min(d[2], cap[2]), min(d[3], cap[3])
+
+
+_HUGE = 2**40  # in the definition's own units: beyond any machine
 
 
 def _round(
@@ -464,12 +475,15 @@ def _round(
     total_instances = 0
     total_ports = 0
     nports_of: list[int] = []
+    totals = [o.total for o in offers]
+    cap = (max((t.cpus for t in totals), default=0) + 1, max((t.mem for t in totals), default=0) + 1,
+           max((t.disk for t in totals), default=0) + 1, max((t.gpus for t in totals), default=0) + 1)
     for req in requests:
         app = req.app
         ports = host_port_requests(app)
         nports = len(ports)
         nports_of.append(nports)
-        res_l.extend(_demand(app.cpus, app.mem, app.disk, app.gpus))
+        res_l.extend(_demand(app.cpus, app.mem, app.disk, app.gpus, cap))
         res_l.append(nports)
         r0 = len(roles_l)
         role = instance_role(req)

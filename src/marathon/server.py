@@ -11,9 +11,11 @@ and the embedded agent stops its tasks.
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,21 +25,24 @@ import trio
 from msgspec import UNSET
 
 from . import httpserver, matching
+from .agent.daemon import read_secret
+from .agent.files import read_sandbox_file
 from .agent.machine import ephemeral_port_range, overlapping
 from .api import build_app
 from .api._auth import Auth
 from .api._context import ApiContext
 from .cluster import ClusterDriver
+from .cluster.composite import CompositeDriver
 from .cluster.local import LocalDriver
+from .cluster.remote import RemoteConfig, RemoteDriver
 from .cluster.sim import SimDriver, parse_sim_master
 from .config import Config, ConfigError
 from .errors import Violation
 from .hookspecs import TaskAdjustment
 from .instance_update import StatusUpdate
-from .models.agent import Attribute, PortRange
+from .models.agent import parse_attributes, parse_port_ranges, parse_resources
 from .models.app import UnreachableEnabled
-from .models.instance import TaskStatus, parse_task_id
-from .models.resources import Resources
+from .models.instance import Instance, TaskStatus, parse_task_id
 from .planning import RootChanges
 from .plugins import health_checkers, load_plugins
 from .services._pacing import YIELD_EVERY
@@ -64,39 +69,6 @@ def wall_ms() -> int:
     return int(time.time() * 1000)
 
 
-def parse_resources(text: str) -> Resources:
-    """Mesos-style `cpus:4;mem:8192;disk:10000;gpus:0`."""
-    values: dict[str, float] = {}
-    for part in text.split(";"):
-        if not part.strip():
-            continue
-        name, _, value = part.partition(":")
-        values[name.strip()] = float(value)
-    return Resources.of(
-        cpus=values.get("cpus", 0.0), mem=values.get("mem", 0.0), disk=values.get("disk", 0.0), gpus=int(values.get("gpus", 0))
-    )
-
-
-def parse_port_ranges(text: str) -> list[PortRange]:
-    ranges = []
-    for part in text.strip("[]").split(","):
-        if part.strip():
-            lo, _, hi = part.strip().partition("-")
-            ranges.append(PortRange(int(lo), int(hi or lo)))
-    return ranges
-
-
-def parse_attributes(text: str) -> list[Attribute]:
-    attrs = []
-    for part in text.split(";"):
-        if not part.strip():
-            continue
-        name, _, value = part.partition(":")
-        try:
-            attrs.append(Attribute(name=name.strip(), scalar=float(value)))
-        except ValueError:
-            attrs.append(Attribute(name=name.strip(), text=value.strip()))
-    return attrs
 
 
 @dataclass
@@ -128,6 +100,11 @@ async def _pump_status_updates(
     # parsed and queued meanwhile, so the tracker can resolve it while the
     # first one is stored.
     previous: Submitted | None = None
+    previous_batch: list[TaskStatus] = []
+    # Remote agents resend an update until it is acknowledged, and it is
+    # acknowledged only once committed: an ACK sent before the commit would
+    # lose the update for good if this process died in between.
+    acknowledge = getattr(driver, "acknowledge", None)
     while True:
         batch: list[TaskStatus] = [await updates.receive()]
         while len(batch) < STATUS_BATCH:
@@ -167,22 +144,82 @@ async def _pump_status_updates(
                 )
             )
         submitted = await tracker.submit(ops)
-        if previous is not None:
-            await _applied(previous)
-        previous = submitted
+        if previous is not None and await _applied(previous) and acknowledge is not None:
+            acknowledge(previous_batch)
+        previous, previous_batch = submitted, batch
+        if acknowledge is not None and not updates.statistics().current_buffer_used:
+            # Nothing more is coming now: finish this batch, so that its
+            # ACKs go out without waiting for the next update.
+            if await _applied(submitted):
+                acknowledge(batch)
+            previous = None
 
 
-async def _applied(submitted: Submitted) -> None:
+async def _applied(submitted: Submitted) -> bool:
     try:
         await submitted.effects()
     except Exception:
         log.exception("applying status updates failed count=%d", submitted.count)
+        return False
+    return True
 
 
 def make_driver(config: Config, time_ms: Callable[[], int]) -> ClusterDriver:
-    """The cluster driver named by `--master`."""
+    """The cluster driver named by `--master` (and `--agent_secret_file`)."""
     if config.master.startswith("sim://"):
         return SimDriver(parse_sim_master(config.master), time_ms=time_ms)
+    remote = _remote_driver(config, time_ms) if config.agent_secret_file else None
+    if config.master == "agents":
+        assert remote is not None  # Config.validate
+        return remote
+    local = _local_driver(config, time_ms)
+    return local if remote is None else CompositeDriver(local, remote)
+
+
+def _remote_driver(config: Config, time_ms: Callable[[], int]) -> RemoteDriver:
+    assert config.agent_secret_file is not None
+    try:
+        secret = read_secret(config.agent_secret_file)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"--agent_secret_file: {e}") from None
+    return RemoteDriver(RemoteConfig(
+        cluster_id=_cluster_id(Path(config.data_dir)), secret=secret,
+        heartbeat_interval=config.agent_heartbeat_interval / 1000.0,
+        unreachable_timeout=config.agent_unreachable_timeout / 1000.0,
+        reregister_timeout=config.agent_reregister_timeout / 1000.0,
+    ), time_ms=time_ms)
+
+
+def _cluster_id(data_dir: Path) -> str:
+    """This cluster's id, made once: agents checkpoint it and are refused by
+    any other cluster (which would kill their tasks as unknown)."""
+    path = data_dir / "cluster_id"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        cid = str(uuid.uuid4())
+        path.write_text(cid + "\n")
+        return cid
+
+
+def _remote_of(driver: ClusterDriver) -> RemoteDriver | None:
+    if isinstance(driver, RemoteDriver):
+        return driver
+    if isinstance(driver, CompositeDriver):
+        return driver.remote
+    return None
+
+
+def _local_of(driver: ClusterDriver) -> LocalDriver | None:
+    if isinstance(driver, LocalDriver):
+        return driver
+    if isinstance(driver, CompositeDriver):
+        return driver.local
+    return None
+
+
+def _local_driver(config: Config, time_ms: Callable[[], int]) -> LocalDriver:
     port_ranges = parse_port_ranges(config.agent_ports)
     ephemeral = ephemeral_port_range()
     if clash := overlapping(port_ranges, ephemeral):
@@ -220,7 +257,8 @@ async def start_services(
         store_url = "memory://" if config.store == "memory" else str(data_dir / "state.db")
         store = open_store(store_url, max_value_size=config.zk_max_node_size)
     repo = StateRepository(
-        store, max_versions=config.zk_max_versions, compression_threshold=config.zk_compression_threshold
+        store, max_versions=config.zk_max_versions, compression_threshold=config.zk_compression_threshold,
+        max_instances_per_app=config.max_instances_per_app,
     )
     bus = EventBus(time_ms=time_ms, max_outstanding=config.event_stream_max_outstanding_messages)
     driver = driver or make_driver(config, time_ms)
@@ -315,8 +353,18 @@ async def start_services(
         ),
     )
 
+    remote = _remote_of(driver)
+    if remote is not None:
+        remote.set_known_task(lambda tid: _instance_of(tracker, tid) is not None)
+        remote.set_expected_tasks(lambda agent_id: [
+            i.task.task_id for i in tracker.all()
+            if i.agent_id == agent_id and i.task is not None and i.is_active])
+    if isinstance(driver, CompositeDriver):
+        driver.set_agent_of(lambda tid: getattr(_instance_of(tracker, tid), "agent_id", None))
     await nursery.start(driver.run)
     await tracker.load()
+    if remote is not None:
+        remote.expect(_remote_agents_of(tracker, _local_of(driver)))
     await groups.load()
     await nursery.start(tracker.run)
     nursery.start_soon(
@@ -348,6 +396,7 @@ async def start_services(
         plugins=loaded,
         started_ms=time_ms(),
     )
+    _agent_views(api_context, driver)
     metrics = api_context.metrics = MetricsRegistry(prefix=config.metrics_name_prefix)
     services = Services(
         config=config,
@@ -368,6 +417,41 @@ async def start_services(
     install_metrics(services, metrics, time_ms=time_ms)
     await nursery.start(MetricsService(metrics, collect_sinks(pm, config.as_flags())).run)
     return services
+
+
+def _instance_of(tracker: InstanceTracker, task_id: str) -> Instance | None:
+    try:
+        return tracker.get(parse_task_id(task_id).instance_id)
+    except ValueError:
+        return None
+
+
+def _remote_agents_of(tracker: InstanceTracker, local: LocalDriver | None) -> dict[str, tuple[str, list[str]]]:
+    """Agents other than the embedded one that stored instances run on."""
+    here = local.agent_id if local is not None else None
+    agents: dict[str, tuple[str, list[str]]] = {}
+    for inst in tracker.all():
+        if inst.agent_id is None or inst.agent_id == here or inst.task is None or not inst.is_active:
+            continue
+        agents.setdefault(inst.agent_id, (inst.hostname or "", []))[1].append(inst.task.task_id)
+    return agents
+
+
+def _agent_views(ctx: ApiContext, driver: ClusterDriver) -> None:
+    """What the API needs of the agents: remote ones, the embedded one, logs."""
+    remote = _remote_of(driver)
+    local = _local_of(driver)
+    ctx.agents = remote
+    if remote is not None and remote.config.secret is not None:
+        ctx.agent_auth_headers = {"Authorization": f"Bearer {remote.config.secret.decode()}"}
+    if local is not None:
+        info = local.agents()[0]
+        ctx.local_agent = {
+            "id": info.id, "hostname": info.hostname, "endpoint": None, "state": "REGISTERED",
+            "embedded": True, "draining": False, "region": info.region, "zone": info.zone,
+            "role": info.role, "attributes": {a.name: a.render() for a in info.attributes},
+        }
+        ctx.read_sandbox_file = functools.partial(read_sandbox_file, local.executor.sandboxes)
 
 
 def _policy(pm, *, health_protocols: set[str]):  # type: ignore[no-untyped-def]

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from marathon.cli._main import EXIT_STORAGE
+from marathon.cli._exits import EXIT_STORAGE
 from marathon.testing import wait_for
 
 pytestmark = pytest.mark.integration

@@ -108,7 +108,7 @@ def world(as_user):
 
 PARAMS = {"app_id": "dev/web", "task_id": "dev_web.instance-00000000-0000-0000-0000-000000000000._app.1",
           "version": "2020-01-01T00:00:00.000Z", "group_id": "dev", "deployment_id": "x", "plugin_id": "auth",
-          "path": "x"}
+          "path": "x", "agent_id": "x"}
 
 
 def test_every_route_needs_credentials_except_ping(server, as_user):

@@ -54,6 +54,13 @@ def test_backend_is_the_one_the_environment_asks_for():
 # -- resources --------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("huge", [{"cpus": 1e16}, {"mem": 1e300}, {"disk": 1e300}, {"cpus": 9.3e15, "mem": 1e12}])
+def test_an_app_asking_for_more_than_any_machine_waits_and_breaks_nothing(huge):
+    r = match([request(app(**huge), 2), request(app("/small", cpus=0.5, mem=64), 1)], [offer(1), offer(2)])
+    assert agents_of(r) in (["agent-1"], ["agent-2"]), "the small app is placed"
+    assert "/web" in r.unplaced
+
+
 def test_an_instance_takes_its_resources_from_the_agent():
     r = match([request(app(cpus=0.25, mem=100.5, disk=64, gpus=1), 1)],
               [offer(1, gpus=2)])

@@ -115,10 +115,25 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view):]
+
+
+def rewrite_journal(path: Path, lines: Sequence[bytes]) -> int:
+    """Replace the journal at `path` with `lines` (a temporary file renamed
+    over it: a crash leaves the old journal or the new one, never half of
+    one); returns the new file's descriptor, open for appending."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    try:
+        write_all(fd, b"".join(lines))
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
 
 
 def read_records(directory: Path) -> dict[str, TaskCheckpoint]:
@@ -221,7 +236,7 @@ class Checkpoint:
                     out.append(_encoder.encode(_Drop(task_id=tid)) + b"\n")
             if out:
                 try:
-                    _write_all(fd, b"".join(out))
+                    write_all(fd, b"".join(out))
                 except BaseException:
                     # A part may be on disk (disk full): the next append must
                     # not be glued to it.  Reopening reads the journal (the
@@ -262,16 +277,8 @@ class Checkpoint:
     def _rewrite(self) -> None:
         """The journal replaced by one holding the live records only."""
         self._close()
-        path = self.directory / _JOURNAL
-        tmp = path.with_name(f".{_JOURNAL}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | os.O_CLOEXEC, 0o644)
-        try:
-            _write_all(fd, b"".join(self._live.values()))
-            os.replace(tmp, path)
-        except BaseException:
-            os.close(fd)
-            raise
-        self._fd, self._lines = fd, len(self._live)
+        self._fd = rewrite_journal(self.directory / _JOURNAL, list(self._live.values()))
+        self._lines = len(self._live)
 
     def _compact_if_due(self) -> None:
         if self._lines >= self.COMPACT_AT and self._lines >= 4 * len(self._live):

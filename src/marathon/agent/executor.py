@@ -323,9 +323,13 @@ class Executor:
         health_check_concurrency: int = 256,
         ip_addresses: Sequence[str] = (),
         capabilities: Capabilities = PLAIN_PROCESSES,
+        answers: trio.MemorySendChannel[TaskStatus] | None = None,
     ) -> None:
         self.work_dir = work_dir
         self.capabilities = capabilities
+        # Where answers to reconciliation go, when not with the lifecycle
+        # statuses (`marathon agent` journals the latter, not the former).
+        self._answers = answers
         # What RUNNING statuses report as the task's addresses (host networking).
         self.ip_addresses = list(ip_addresses)
         self.sandboxes = work_dir / "sandboxes"
@@ -380,6 +384,10 @@ class Executor:
 
     def live_task_ids(self) -> list[str]:
         return list(self._live)
+
+    def live_tasks(self) -> list[tuple[TaskLaunch, str, bool | None, Resources]]:
+        """(launch, state, healthy, resources) of every live task."""
+        return [(t.launch, t.state, t.healthy, t.resources) for t in self._live.values()]
 
     # -- commands --------------------------------------------------------------------
 
@@ -523,6 +531,12 @@ class Executor:
         )
 
     def _emit_status(self, status: TaskStatus, *, droppable: bool = False) -> None:
+        if droppable and self._answers is not None:
+            try:
+                self._answers.send_nowait(status)
+            except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                pass  # an answer can always be asked for again
+            return
         self._outbox.put(status, droppable=droppable)
 
     def _set(self, t: _Task, state: str, message: str = "", reason: str | None = None,

@@ -1,8 +1,9 @@
 """The REST API: Marathon's `/v2` resources as an ASGI application.
 
 `build_app(ctx)` assembles the resources (one module per resource family),
-the error mapping (`_http`) and the response-header middleware.  The ASGI app
-is served by hypercorn's trio worker (`marathon.server`).
+the error mapping and the request limits (`_http`), and the response-header
+middleware.  The ASGI app is served by `marathon.httpserver` or hypercorn's
+trio worker (`marathon.server`, `--http_server`).
 """
 
 from __future__ import annotations
@@ -13,16 +14,23 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
 from ..errors import MarathonError
-from . import apps, deployments, events, groups, metrics, plugins, queue, system, tasks
+from . import agents, apps, deployments, events, groups, metrics, plugins, queue, system, tasks
 from ._auth import AuthMiddleware
 from ._context import ApiContext
-from ._http import HeadersMiddleware, http_error, internal_error, marathon_error
+from ._http import (
+    ConcurrencyLimit,
+    HeadersMiddleware,
+    RequestLimits,
+    http_error,
+    internal_error,
+    marathon_error,
+)
 
 
 def build_app(ctx: ApiContext) -> Any:
     routes = (
         apps.routes + groups.routes + tasks.routes + deployments.routes + events.routes
-        + queue.routes + plugins.routes + system.routes + metrics.routes
+        + queue.routes + plugins.routes + system.routes + metrics.routes + agents.routes
     )
     app = Starlette(
         routes=routes,
@@ -43,6 +51,11 @@ def build_app(ctx: ApiContext) -> Any:
     asgi: Any = app
     if pm is not None and pm.hook.marathon_auth_authenticate.get_hookimpls():
         asgi = AuthMiddleware(asgi, pm)
+    # Outside authentication: an oversized request is refused before anyone
+    # looks at it; inside the headers, so its answer has Marathon's.
+    asgi = RequestLimits(asgi, budget=ctx.config.http_max_body_bytes_in_flight)
+    if ctx.config.http_max_concurrent_requests is not None:
+        asgi = ConcurrencyLimit(asgi, limit=ctx.config.http_max_concurrent_requests)
     asgi = HeadersMiddleware(asgi, leader=ctx.config.leader_address)
     if ctx.metrics is not None:
         asgi = metrics.HttpMetricsMiddleware(asgi, ctx.metrics)

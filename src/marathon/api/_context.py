@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ..cluster.remote import RemoteDriver
 from ..config import Config
 from ..plugins import Plugins
 from ..services.deployments import DeploymentManager
@@ -37,3 +38,10 @@ class ApiContext:
     # (app id, version) -> canonical app JSON; apps are immutable per version.
     app_json_cache: dict[tuple[str, str], bytes] = field(default_factory=dict)
     metrics: MetricsRegistry | None = None
+    # Remote agents (None: this master runs none), the embedded agent as
+    # `GET /v2/agents` shows it, the headers that authenticate the master
+    # to an agent's files endpoint, and the embedded agent's sandbox reader.
+    agents: RemoteDriver | None = None
+    local_agent: dict | None = None
+    agent_auth_headers: dict[str, str] = field(default_factory=dict)
+    read_sandbox_file: Callable[[str, str, int, int], dict | None] | None = None

@@ -64,6 +64,7 @@ def app_context(ctx: ApiContext, app_id: str, existing: AppDefinition | None, ba
         mesos_bridge_name=cfg.mesos_bridge_name,
         features=cfg.features,
         base=base,
+        max_instances=cfg.max_instances_per_app,
     )
 
 

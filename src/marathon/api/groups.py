@@ -215,6 +215,7 @@ async def _change_for(request: Request, url_id: str) -> tuple[str, Callable[[Gro
             app_context_for=context_for,
             new_group=ctx.groups.new_group_factory(version),
             snapshot_root=snapshot,
+            max_instances=ctx.config.max_instances_per_app,
         )
 
     return effective, change

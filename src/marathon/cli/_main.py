@@ -10,17 +10,16 @@ import sqlite3
 import sys
 
 from .._version import MARATHON_API_VERSION, __version__
+from ._exits import (
+    EXIT_BAD_FLAG,
+    EXIT_HTTP_BIND,
+    EXIT_PLUGIN,
+    EXIT_STORAGE,
+    first_leaf,
+    storage_failure,
+)
 from ._logging import setup_logging
 
-# Marathon's process exit codes (SPEC.md 5.7).
-EXIT_HTTP_BIND = 111
-EXIT_BAD_FLAG = 112
-EXIT_PLUGIN = 102
-# Ours (Marathon has no such code): the server's state or its agent's work
-# dir cannot be written at start-up (disk full, read-only, over quota).
-# Nothing was changed and no task was touched: free space, start again.
-EXIT_STORAGE = 113
-_STORAGE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 def _parser() -> argparse.ArgumentParser:
     from ..config import build_parser
@@ -39,13 +38,18 @@ def _parser() -> argparse.ArgumentParser:
         "is also read from MARATHON_<FLAG> (e.g. MARATHON_HTTP_PORT).",
     )
     build_parser(serve)
-    # `marathon lb ...` is parsed by cli/lb.py (listed here for --help).
+    # `marathon agent|lb ...` are parsed by cli/agent.py and cli/lb.py (listed here for --help).
+    sub.add_parser("agent", help="run tasks on this machine for a Marathon master elsewhere", add_help=False)
     sub.add_parser("lb", help="generate a load-balancer config (haproxy, ...) from Marathon's apps", add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["agent"]:
+        from .agent import main as agent_main
+
+        return agent_main(args[1:])
     if args[:1] == ["lb"]:
         from .lb import main as lb_main
 
@@ -108,20 +112,20 @@ def _serve(config) -> int:  # type: ignore[no-untyped-def]
     except* KeyboardInterrupt:
         code = 0
     except* PluginError as group:
-        print(f"marathon: plugin initialization failed: {_first_leaf(group)}", file=sys.stderr)
+        print(f"marathon: plugin initialization failed: {first_leaf(group)}", file=sys.stderr)
         code = EXIT_PLUGIN
     except* ConfigError as group:
-        print(f"marathon: {_first_leaf(group)}", file=sys.stderr)
+        print(f"marathon: {first_leaf(group)}", file=sys.stderr)
         code = EXIT_BAD_FLAG
     except* WorkDirInUse as group:
-        print(f"marathon: {_first_leaf(group)}", file=sys.stderr)
+        print(f"marathon: {first_leaf(group)}", file=sys.stderr)
         code = EXIT_BAD_FLAG
     except* (OSError, sqlite3.Error) as group:
-        exc = _first_leaf(group)
+        exc = first_leaf(group)
         if getattr(exc, "errno", None) in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
             print(f"marathon: cannot bind {config.http_address}:{config.http_port}: {exc}", file=sys.stderr)
             code = EXIT_HTTP_BIND
-        elif _storage_failure(exc):
+        elif storage_failure(exc):
             print(f"marathon: cannot write to {config.data_dir}: {exc}; nothing was changed and "
                   "running tasks were left alone: free space and start again", file=sys.stderr)
             code = EXIT_STORAGE
@@ -129,17 +133,3 @@ def _serve(config) -> int:  # type: ignore[no-untyped-def]
             raise
     return code
 
-
-def _storage_failure(exc: BaseException) -> bool:
-    """The disk is full, read-only or over quota (as the OS or SQLite says it)."""
-    if isinstance(exc, OSError):
-        return exc.errno in _STORAGE_ERRNOS
-    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_READONLY) or (
-        "database or disk is full" in str(exc))
-
-
-def _first_leaf(group: BaseExceptionGroup) -> BaseException:
-    exc: BaseException = group
-    while isinstance(exc, BaseExceptionGroup):
-        exc = exc.exceptions[0]
-    return exc

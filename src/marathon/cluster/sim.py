@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 import trio
 
 from ..agent.capabilities import LAUNCH_FAILED_REASON, PLAIN_PROCESSES, Capabilities, refusal
+from ..agent.machine import subtract_ports
 from ..models.agent import AgentInfo, Offer, PortRange
 from ..models.instance import TaskStatus
 from ..models.launch import TaskLaunch
@@ -147,7 +148,7 @@ class SimDriver:
                     hostname=a.info.hostname,
                     free=a.free,
                     total=a.info.total,
-                    port_ranges=_free_ranges(a.info.port_ranges, a.used_ports),
+                    port_ranges=subtract_ports(a.info.port_ranges, a.used_ports),
                     region=a.info.region,
                     zone=a.info.zone,
                 )
@@ -303,21 +304,6 @@ class SimDriver:
 
 def _demand(t: TaskLaunch) -> Resources:
     return Resources.of(cpus=t.cpus, mem=t.mem, disk=t.disk, gpus=t.gpus, ports=len(t.host_ports))
-
-
-def _free_ranges(ranges: list[PortRange], used: set[int]) -> list[PortRange]:
-    if not used:
-        return list(ranges)
-    out = []
-    for r in ranges:
-        start = r.begin
-        for p in sorted(x for x in used if r.begin <= x <= r.end):
-            if p > start:
-                out.append(PortRange(start, p - 1))
-            start = p + 1
-        if start <= r.end:
-            out.append(PortRange(start, r.end))
-    return out
 
 
 def _sim_address(hostname: str, i: int) -> str:

@@ -87,3 +87,41 @@ class Offer(Struct, frozen=True, kw_only=True):
     attributes: dict[str, str] = {}
     role: str = "*"
     draining: bool = False
+
+
+# -- Mesos-style flag values ------------------------------------------------------
+
+
+def parse_resources(text: str) -> Resources:
+    """Mesos-style `cpus:4;mem:8192;disk:10000;gpus:0`."""
+    values: dict[str, float] = {}
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, _, value = part.partition(":")
+        values[name.strip()] = float(value)
+    return Resources.of(
+        cpus=values.get("cpus", 0.0), mem=values.get("mem", 0.0), disk=values.get("disk", 0.0), gpus=int(values.get("gpus", 0))
+    )
+
+
+def parse_port_ranges(text: str) -> list[PortRange]:
+    ranges = []
+    for part in text.strip("[]").split(","):
+        if part.strip():
+            lo, _, hi = part.strip().partition("-")
+            ranges.append(PortRange(int(lo), int(hi or lo)))
+    return ranges
+
+
+def parse_attributes(text: str) -> list[Attribute]:
+    attrs = []
+    for part in text.split(";"):
+        if not part.strip():
+            continue
+        name, _, value = part.partition(":")
+        try:
+            attrs.append(Attribute(name=name.strip(), scalar=float(value)))
+        except ValueError:
+            attrs.append(Attribute(name=name.strip(), text=value.strip()))
+    return attrs

@@ -23,8 +23,18 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType, field
 
+# Integers a body may carry are 64-bit (what the store and msgspec bounds
+# hold), so a number like 10**400 is a 422 at its path, never a failed write;
+# `instances` is 32-bit, as Marathon's.  An app stored before these bounds
+# existed is brought within them when it is read (`storage.repository`).
+_STORABLE_MIN = -(2**63)
+_STORABLE_MAX = 2**63 - 1
+MAX_INSTANCES = 2**31 - 1
+
 Port = Annotated[int, Meta(ge=0, le=65535)]
-NonNegInt = Annotated[int, Meta(ge=0)]
+NonNegInt = Annotated[int, Meta(ge=0, le=_STORABLE_MAX)]
+StorableInt = Annotated[int, Meta(ge=_STORABLE_MIN, le=_STORABLE_MAX)]
+Instances = Annotated[int, Meta(ge=0, le=MAX_INSTANCES)]
 Fraction = Annotated[float, Meta(ge=0.0, le=1.0)]
 Protocol = Literal["tcp", "udp", "udp,tcp"]
 Labels = dict[str, str]
@@ -79,9 +89,9 @@ class DockerContainer(_Model):
 
 
 class PersistentVolumeInfo(_Model):
-    size: Annotated[int, Meta(gt=0)]
+    size: Annotated[int, Meta(gt=0, le=_STORABLE_MAX)]
     type: Literal["root", "path", "mount"] | UnsetType = UNSET
-    max_size: int | UnsetType = UNSET
+    max_size: StorableInt | UnsetType = UNSET
     profile_name: str | UnsetType = UNSET
     constraints: list[list[str]] = []
 
@@ -90,7 +100,7 @@ class ExternalVolumeInfo(_Model):
     name: Annotated[str, Meta(min_length=1)]
     provider: Annotated[str, Meta(min_length=1)]
     options: dict[str, str] = {}
-    size: int | UnsetType = UNSET
+    size: StorableInt | UnsetType = UNSET
     shared: bool = False
 
 
@@ -274,7 +284,7 @@ class AppDefinition(_Model):
     user: str | None | UnsetType = UNSET
     env: dict[str, EnvValue] = {}
     secrets: dict[str, SecretDef] = {}
-    instances: NonNegInt = 1
+    instances: Instances = 1
     cpus: Annotated[float, Meta(ge=0.001)] = 1.0
     mem: Annotated[float, Meta(ge=0.0)] = 128.0
     disk: Annotated[float, Meta(ge=0.0)] = 0.0

@@ -65,16 +65,19 @@ from .app_decode import (
 from .constraint import compile_java_regex, validate_constraint
 
 __all__ = [
+    "MAX_ID_DEPTH",
     "AppContext",
     "app_json",
     "check_rollback_only",
     "decode_app",
     "decode_app_update",
     "decode_json",
+    "instances_over_limit",
     "is_rollback",
     "merge_update",
     "normalize",
     "normalize_app",
+    "too_deep",
 ]
 
 _replace = structs.replace
@@ -98,6 +101,8 @@ class AppContext:
     base: str = "/"
     # `?force=true`: allows changing the role of an existing resident app.
     force: bool = False
+    # --max_instances_per_app (None: only Marathon's 32-bit bound).
+    max_instances: int | None = None
 
 
 # -- messages (Marathon's wording) ------------------------------------------------
@@ -146,6 +151,21 @@ CHECK_ONE_KIND = "exactly one of http, tcp or exec must be specified"
 COMMAND_REQUIRED = "command is required for COMMAND health checks"
 COMMAND_ONLY_FOR_COMMAND = "command may only be given for COMMAND health checks"
 LINUX_INFO_WITH_DOCKER = "linuxInfo is not supported with Docker containerizer"
+
+
+# Ours: every walk of the group tree (rendering, planning, storing) recurses
+# once or more per level, and Python's stack is about 1,000 frames; at 300
+# levels `GET /v2/groups` failed.  Nobody nests groups this deep.
+MAX_ID_DEPTH = 100
+
+
+def too_deep(resolved_id: str) -> str:
+    return f"must not be more than {MAX_ID_DEPTH} levels deep (is {len(pathid.segments(resolved_id))})"
+
+
+def instances_over_limit(instances: int | str, limit: int) -> str:
+    """Ours: an app asks for more instances than the server allows (accord's wording)."""
+    return f"got {instances}, expected {limit} or less (the server's --max_instances_per_app)"
 
 
 def feature_disabled(feature: str) -> str:
@@ -261,6 +281,8 @@ def role_name_errors(role: str) -> list[str]:
 def _validate_ids(raw_id: str, raw_deps: list[str], resolved_id: str, r: _Report) -> None:
     for msg in pathid.segment_errors(raw_id):
         r.add("/id", msg)
+    if len(pathid.segments(resolved_id)) > MAX_ID_DEPTH:
+        r.add("/id", too_deep(resolved_id))
     if pathid.is_root(resolved_id):
         r.add("/id", "Path must contain at least one path element")
         r.add("/", "must not be root")
@@ -562,6 +584,8 @@ def _canonical_violations(app: AppDefinition, ctx: AppContext, r: _Report) -> No
         r.add("/", "App must contain persistent volumes and define residency")
     if labels.get(_SINGLE_INSTANCE_LABEL) == "true" and app.instances > 1:
         r.add("/", "Single instance app may only have one instance")
+    if ctx.max_instances is not None and app.instances > ctx.max_instances:
+        r.add("/instances", instances_over_limit(app.instances, ctx.max_instances))
     if container is not None and container.type == "DOCKER":
         if sum(1 for n in networks if n.mode == "container") > 1:
             r.add("/", DOCKER_SINGLE_CONTAINER_NETWORK)

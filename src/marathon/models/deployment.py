@@ -22,6 +22,10 @@ class DeploymentAction(Struct, frozen=True, kw_only=True):
     # ScaleApplication: the target instance count and instances chosen to die.
     scale_to: int | None = None
     to_kill: list[str] = []
+    # RestartApplication of these instances only (an agent drain): each is
+    # replaced by a new instance elsewhere within the app's upgradeStrategy,
+    # the app's other instances are kept.
+    instances: list[str] = []
 
 
 class DeploymentStep(Struct, frozen=True, kw_only=True):

@@ -8,6 +8,7 @@ they know nothing about versions, plans or storage.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Collection, Iterator
 from typing import Generic, NamedTuple, TypeVar
 
@@ -20,7 +21,7 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 
-class Group(Struct, frozen=True, kw_only=True):
+class Group(Struct, frozen=True, kw_only=True, weakref=True):
     id: str
     apps: dict[str, AppDefinition] = {}
     groups: dict[str, Group] = {}
@@ -76,21 +77,31 @@ class Group(Struct, frozen=True, kw_only=True):
 
 class IdentityCache(Generic[K, V]):
     """What was computed for the last few objects, looked up by identity (for
-    immutable objects such as roots).  Holds each object, so that its id is
-    not reused while its entry is kept."""
+    immutable objects such as roots).  Holds each object weakly: an object
+    that goes away (the target of a refused change, which may hold a 10 MB
+    definition) takes its entry with it rather than being kept alive by it,
+    and its id cannot be mistaken for a later object's."""
 
     def __init__(self, kept: int = 4) -> None:
         self._kept = kept
-        self._entries: dict[int, tuple[K, V]] = {}
+        self._entries: dict[int, tuple[weakref.ref[K], V]] = {}
 
     def get(self, obj: K) -> V | None:
         hit = self._entries.get(id(obj))
-        return hit[1] if hit is not None and hit[0] is obj else None
+        return hit[1] if hit is not None and hit[0]() is obj else None
 
     def put(self, obj: K, value: V) -> None:
-        if len(self._entries) >= self._kept:
-            del self._entries[next(iter(self._entries))]
-        self._entries[id(obj)] = (obj, value)
+        key, entries = id(obj), self._entries
+        entries.pop(key, None)
+        if len(entries) >= self._kept:
+            del entries[next(iter(entries))]
+
+        def forget(ref: weakref.ref[K]) -> None:
+            entry = entries.get(key)
+            if entry is not None and entry[0] is ref:
+                del entries[key]
+
+        entries[key] = (weakref.ref(obj, forget), value)
 
 
 _APP_MAPS: IdentityCache[Group, dict[str, AppDefinition]] = IdentityCache()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -32,8 +33,15 @@ from msgspec import UNSET, Meta, Struct, UnsetType, structs
 
 from ..errors import GroupNotFound, IllegalArgument, InvalidJson, ValidationFailed, Violation
 from . import pathid
-from .app import AppDefinition
-from .app_rules import AppContext, decode_app, normalize_app
+from .app import MAX_INSTANCES, AppDefinition
+from .app_rules import (
+    MAX_ID_DEPTH,
+    AppContext,
+    decode_app,
+    instances_over_limit,
+    normalize_app,
+    too_deep,
+)
 from .group import Group, empty_root, update_group
 from .timestamp import canonical, is_timestamp
 
@@ -101,7 +109,7 @@ def _defined_twice(kind: str, item_id: str) -> str:
 # -- decoding (SPEC.md 1.2: shape errors are 422 "Invalid JSON") ----------------------------
 
 _SEGMENT = re.compile(pathid.ID_SEGMENT_REGEX)
-_MAX_INSTANCES = 2**31 - 1  # Marathon's `Int`
+_MAX_FLOAT = sys.float_info.max
 
 
 def _raml_path_id_error(raw: str) -> str | None:
@@ -189,6 +197,8 @@ def _decode_group(obj: Any, path: str, out: list[Violation], *, nested: bool) ->
             out.append(Violation(f"{path}/scaleBy", "error.expected.jsnumber"))
         elif scale_by < 0:
             out.append(Violation(f"{path}/scaleBy", "error.min"))
+        elif scale_by > _MAX_FLOAT:  # an integer like 10**400: no float holds it
+            out.append(Violation(f"{path}/scaleBy", "error.max"))
         else:
             fields["scale_by"] = float(scale_by)
 
@@ -257,10 +267,11 @@ def _given(update: GroupUpdate, wire_name: str) -> bool:
 
 
 def _scaled(instances: int, factor: float) -> int:
-    # Round away float noise first: 10 * 0.7 must be 7, not 8.
+    # Round away float noise first: 10 * 0.7 must be 7, not 8.  Like
+    # Marathon's `toInt`, a product beyond its 32-bit `Int` saturates.
     product = instances * factor
-    if not math.isfinite(product) or product >= _MAX_INSTANCES:
-        return _MAX_INSTANCES
+    if not math.isfinite(product) or product >= MAX_INSTANCES:
+        return MAX_INSTANCES
     return math.ceil(round(product, 9))
 
 
@@ -281,23 +292,35 @@ def scale_group(
     version: str,
     *,
     new_group: Callable[[str], Group] | None = None,
+    max_instances: int | None = None,
 ) -> Group:
     """Every app below `group_id`: `instances := ceil(instances * factor)`.
 
     A missing group is created empty (Marathon's `mkdir -p`), so scaling it
-    changes nothing else.  Pods would not be scaled.
+    changes nothing else.  Pods would not be scaled.  An app that would get
+    more than `max_instances` (--max_instances_per_app) refuses the whole
+    scale with `ValidationFailed`, one violation per such app at
+    `/apps/<app id>/instances` (Marathon's root-group paths, `/apps//g/a/...`).
     """
     if factor < 0:
         raise InvalidJson([Violation("/scaleBy", "error.min")])
+    over: list[Violation] = []
 
     def scale(app: AppDefinition) -> AppDefinition:
-        return structs.replace(app, instances=_scaled(app.instances, factor))
+        n = _scaled(app.instances, factor)
+        if max_instances is not None and n > max_instances:
+            shown = n if n < MAX_INSTANCES else f"at least {MAX_INSTANCES}"
+            over.append(Violation(f"/apps/{app.id}/instances", instances_over_limit(shown, max_instances)))
+        return structs.replace(app, instances=n)
 
     def change(old: Group | None) -> Group:
         base = old if old is not None else _make(group_id, version, new_group)
         return _restamp(base, version, scale)
 
-    return _with_version(update_group(root, group_id, change, version=version, new_group=new_group), version)
+    scaled = update_group(root, group_id, change, version=version, new_group=new_group)
+    if over:
+        raise ValidationFailed(over)
+    return _with_version(scaled, version)
 
 
 # -- version rollback (SPEC.md 3.3) -----------------------------------------------------------
@@ -392,6 +415,8 @@ class _Apply:
         self, gid: str, update: GroupUpdate, current: Group | None, path: str, top_enforce: bool
     ) -> Group:
         """The new group `gid` from its update and its current state (None: new)."""
+        if len(pathid.segments(gid)) > MAX_ID_DEPTH:
+            self.add(f"{path}/id", too_deep(gid))
         is_top = len(pathid.segments(gid)) == 1
         given = update.enforce_role
         if given is True and not is_top:
@@ -558,11 +583,14 @@ def apply_update(
     app_context_for: AppContextFor,
     new_group: Callable[[str], Group],
     snapshot_root: Group | None = None,
+    max_instances: int | None = None,
 ) -> Group:
     """Apply any `GroupUpdate` to the group `group_id`: rollback, scale or structural.
 
     A rollback needs `snapshot_root`, the stored root version named by
-    `update.version` (None if there is no such version).
+    `update.version` (None if there is no such version).  `max_instances`
+    (--max_instances_per_app) bounds a scale; apps of a structural update
+    are bounded by their `AppContext`.
     """
     mode = update_mode(update)
     if mode == "rollback":
@@ -570,7 +598,9 @@ def apply_update(
             root, group_id, snapshot_root, version, at=update.version, new_group=new_group  # type: ignore[arg-type]
         )
     if mode == "scale":
-        return scale_group(root, group_id, update.scale_by, version, new_group=new_group)  # type: ignore[arg-type]
+        return scale_group(
+            root, group_id, update.scale_by, version, new_group=new_group, max_instances=max_instances  # type: ignore[arg-type]
+        )
     return apply_group_update(
         root, group_id, update, version=version, app_context_for=app_context_for, new_group=new_group
     )

@@ -133,6 +133,11 @@ class TaskStatus(Struct, frozen=True, kw_only=True, gc=False):
     # The task's addresses as the agent reports them (Mesos' NetworkInfo):
     # with host networking, the agent's own address.
     ip_addresses: list[str] = []
+    # A remote agent's id for this update: it resends the update until the
+    # master acknowledges that id, which the master does only once the
+    # update is committed.  None: nothing to acknowledge (the embedded and
+    # simulated agents, answers to reconciliation).
+    uuid: str | None = None
 
 
 class Task(Struct, frozen=True, kw_only=True, gc=False):

@@ -254,7 +254,7 @@ class DeploymentManager:
         if action.action == "ScaleApplication":
             await self._scale(run, app, action.scale_to if action.scale_to is not None else app.instances, action.to_kill)
         elif action.action == "RestartApplication":
-            await self._restart(run, app)
+            await self._restart(run, app, only=frozenset(action.instances) or None)
 
     # -- health and readiness as deployments see them ---------------------------
 
@@ -381,10 +381,19 @@ class DeploymentManager:
         self._queue.forget_app(app_id)
         self._bus.publish(AppTerminatedEvent(timestamp=self._bus.now(), app_id=app_id))
 
-    async def _restart(self, run: RunningDeployment, app: AppDefinition) -> None:
-        """Rolling replacement with SPEC.md 4.4's exact capacity arithmetic."""
+    async def _restart(self, run: RunningDeployment, app: AppDefinition,
+                       only: frozenset[str] | None = None) -> None:
+        """Rolling replacement with SPEC.md 4.4's exact capacity arithmetic.
+
+        The instances replaced are those of another version, or, with `only`
+        (an agent drain), exactly those instances: their replacements are
+        placed elsewhere (a draining agent gets no placements)."""
         n = app.instances
         new_version = app.version
+
+        def is_old(i: Instance) -> bool:
+            return i.instance_id in only if only is not None else i.run_spec_version != new_version
+
         strategy = app.upgrade_strategy
         min_health = strategy.minimum_health_capacity if strategy is not UNSET else 1.0  # type: ignore[union-attr]
         max_over = strategy.maximum_over_capacity if strategy is not UNSET else 1.0  # type: ignore[union-attr]
@@ -405,16 +414,14 @@ class DeploymentManager:
         self._queue.reset_delay(app)
         kills_allowed = kill_now
         # Old instances already sentenced (by an earlier run of this action).
-        kills_issued = sum(
-            1 for i in instances if i.run_spec_version != new_version and i.state.goal != Goal.RUNNING
-        )
+        kills_issued = sum(1 for i in instances if is_old(i) and i.state.goal != Goal.RUNNING)
         kills_allowed += kills_issued
         ready_before: set[str] = set()
         while True:
             changed = self._tracker.changed(app.id)
             instances = self._tracker.of_app(app.id)
-            old = [i for i in instances if i.run_spec_version != new_version]
-            new = [i for i in instances if i.run_spec_version == new_version and i.state.goal == Goal.RUNNING]
+            old = [i for i in instances if is_old(i)]
+            new = [i for i in instances if not is_old(i) and i.state.goal == Goal.RUNNING]
             now = self._time_ms()
 
             # An old instance that ended on its own leaves for good.

@@ -26,10 +26,11 @@ from .. import planning
 from ..errors import AppLocked, Forbidden, TooManyDeployments, ValidationFailed, Violation
 from ..models import pathid
 from ..models.app import AppDefinition
-from ..models.deployment import DeploymentPlan
+from ..models.deployment import DeploymentAction, DeploymentPlan, DeploymentStep
 from ..models.events import GroupChangeFailed, GroupChangeSuccess
 from ..models.group import Group, TreeDiff, carry_app_map, diff, empty_root
 from ..models.timestamp import format_ms, parse_ms
+from ..storage import Op
 from ..storage.repository import StateRepository
 from .deployments import CANCELLED, DeploymentManager
 from .events import EventBus
@@ -97,6 +98,32 @@ class GroupManager:
             await self._repo.commit(self._repo.root_ops(root, []))
         self.root = root
         log.info("root group loaded version=%s apps=%d", root.version, sum(1 for _ in root.transitive_apps()))
+
+    async def drain(self, instances_by_app: Mapping[str, Sequence[str]]) -> tuple[DeploymentPlan | None, list[str]]:
+        """Replace the given instances of each app elsewhere, through one
+        ordinary deployment (a RestartApplication of those instances per app,
+        within each app's upgradeStrategy).  The root group does not change.
+        Apps with a deployment running are left out (returned second): drain
+        again once it has finished."""
+        async with self._lock:
+            root = self.root
+            busy = [a for a in instances_by_app if self._deployments.conflicts([a])]
+            actions = [
+                DeploymentAction(action="RestartApplication", app=app_id, instances=list(ids))
+                for app_id, ids in sorted(instances_by_app.items())
+                if app_id not in busy and ids and root.app(app_id) is not None
+            ]
+            if not actions:
+                return None, busy
+            if len(self._deployments.running()) >= self._config.max_running_deployments:
+                raise TooManyDeployments(self._config.max_running_deployments)
+            plan = DeploymentPlan(
+                id=str(uuid.uuid4()), version=root.version, original_version=root.version,
+                target_version=root.version, steps=[DeploymentStep(actions=actions)],
+            )
+            await self._repo.commit([self._repo.deployment_put(plan)])
+            self._deployments.start(plan, root, root)
+            return plan, busy
 
     async def resume_deployments(self) -> int:
         """Restart every stored deployment (its actions carry on from the current state)."""
@@ -273,15 +300,18 @@ class GroupManager:
                 conflicts = [c for c in self._deployments.conflicts(plan.affected_apps) if c not in doomed]
                 if conflicts and not req.force:
                     raise AppLocked(conflicts)
+                edited = [(o, a) for o, a in change_diff.changed_apps if o != a]
+                # Encoded now: a value too large to store fails this change
+                # alone, not the others of its batch.
+                ops = [*self._repo.root_ops(target, [a for _, a in edited]), self._repo.deployment_put(plan)]
             except Exception as exc:
                 self._queue.popleft()
                 self._failed(req, version, exc)
                 continue
             self._queue.popleft()
             carry_app_map(root, target, change_diff)
-            edited = [(o, a) for o, a in change_diff.changed_apps if o != a]
             self._ports_after(root, target, change_diff)
-            staged.append(_Staged(req, root, target, plan, change_diff, edited, conflicts))
+            staged.append(_Staged(req, root, target, plan, change_diff, edited, conflicts, ops))
             staged_apps.update(plan.affected_apps)
             doomed.update(conflicts)
             root = target
@@ -290,8 +320,7 @@ class GroupManager:
 
         ops = []
         for st in staged:
-            ops += self._repo.root_ops(st.target, [a for _, a in st.edited])
-            ops.append(self._repo.deployment_put(st.plan))
+            ops += st.ops
             ops.extend(self._repo.deployment_delete(c) for c in st.conflicts)
         try:
             await self._repo.commit(ops)
@@ -381,6 +410,7 @@ class _Staged:
     # replaced by an equal object
     edited: list[tuple[AppDefinition | None, AppDefinition]]
     conflicts: list[str]
+    ops: list[Op]  # storing it: new app versions, root version and pointer, the plan
 
 
 def _with_root_version(root: Group, version: str) -> Group:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import trio
 
-from . import (
+from .contract import (
     DEFAULT_MAX_VALUE_SIZE,
     Delete,
     Entry,

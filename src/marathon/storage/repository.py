@@ -13,26 +13,37 @@ Key layout (one object per key, never one blob for everything):
 Values are msgpack; values above `compression_threshold` are zlib-compressed
 (a one-byte header says which).  A root update is one atomic commit of the new
 app versions, the root version, the deployment plan and the pointer, so a
-crash leaves either the old state or the new one.
+crash leaves either the old state or the new one.  `root_ops` refuses a value
+the store would refuse (`ValueTooLarge`) while the change is still one
+request's own, before anything is committed.
+
+Stored apps are read back as the program may run them: an app that asks for
+more instances than `max_instances_per_app` (stored before the limit
+existed, or under a higher one) is read with the limit and a warning is
+logged, so a stored definition can never make a restarted server launch
+without bound; deployment plans are read the same way.
 """
 
 from __future__ import annotations
 
+import logging
 import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any, TypeVar
 
 import msgspec
-from msgspec import Struct
+from msgspec import Struct, structs
 
 from ..models import pathid
-from ..models.app import AppDefinition
+from ..models.app import MAX_INSTANCES, AppDefinition
 from ..models.deployment import DeploymentPlan
 from ..models.group import Group
 from ..models.instance import Instance
-from . import Delete, Op, Put, Store
+from . import Delete, Op, Put, Store, ValueTooLarge
 
 T = TypeVar("T")
+
+log = logging.getLogger("marathon.storage")
 
 _RAW = b"\x00"
 _ZLIB = b"\x01"
@@ -116,13 +127,36 @@ def _from_stored(stored: StoredGroup, apps: dict[tuple[str, str], AppDefinition]
     )
 
 
+_INT64_MAX = 2**63 - 1
+
+
+def _within_int64(value: Any) -> Any:
+    """`value` (decoded msgpack) with every integer above 2**63-1 lowered to it."""
+    if isinstance(value, dict):
+        return {k: _within_int64(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_within_int64(v) for v in value]
+    if isinstance(value, int) and value > _INT64_MAX:
+        return _INT64_MAX
+    return value
+
+
 class StateRepository:
     """Reads and writes Marathon's objects; builds the ops of atomic commits."""
 
-    def __init__(self, store: Store, *, max_versions: int = 50, compression_threshold: int = 65536) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_versions: int = 50,
+        compression_threshold: int = 65536,
+        max_instances_per_app: int = MAX_INSTANCES,
+    ) -> None:
         self.store = store
         self.max_versions = max_versions
         self.codec = Codec(compression_threshold)
+        self.max_instances_per_app = max_instances_per_app
+        self._warned: set[tuple[str, str]] = set()
 
     async def commit(self, ops: Sequence[Op]) -> None:
         if ops:
@@ -131,11 +165,49 @@ class StateRepository:
     # -- root group and app versions -------------------------------------------
 
     def root_ops(self, root: Group, changed_apps: Iterable[AppDefinition]) -> list[Op]:
-        """Ops storing the new app versions, the root version and the pointer (in that order)."""
+        """Ops storing the new app versions, the root version and the pointer (in that order).
+
+        Raises `ValueTooLarge` (413, nothing stored) for a value over the
+        store's `max_value_size`, as the commit would, but before this
+        change is committed together with others.
+        """
         ops: list[Op] = [Put(app_key(a.id, a.version), self.codec.encode(a)) for a in changed_apps]  # type: ignore[arg-type]
         ops.append(Put(f"groups/versions/{root.version}", self.codec.encode(_to_stored(root))))
         ops.append(Put(ROOT_POINTER, root.version.encode()))
+        limit = getattr(self.store, "max_value_size", None)
+        if limit is not None:
+            for op in ops:
+                if len(op.value) > limit:  # type: ignore[union-attr]
+                    raise ValueTooLarge(op.key, len(op.value), limit)  # type: ignore[union-attr]
         return ops
+
+    def _app(self, data: bytes) -> AppDefinition:
+        """A stored app, with at most `max_instances_per_app` instances."""
+        try:
+            app = self.codec.decode(data, AppDefinition)
+            stored = app.instances
+        except msgspec.ValidationError:
+            # Stored before integers were bounded (`instances` by Marathon's
+            # 32 bits, the others by 64; 2**63 was accepted): read it with
+            # them brought within, the per-app limit applies below.
+            raw = self.codec.decode(data, dict)
+            stored = raw.get("instances", 1)
+            raw = _within_int64(raw)
+            if isinstance(stored, int):
+                raw["instances"] = min(stored, MAX_INSTANCES)
+            app = msgspec.convert(raw, AppDefinition)
+        limit = self.max_instances_per_app
+        if app.instances > limit:
+            key = (app.id, str(app.version))
+            if key not in self._warned:
+                self._warned.add(key)
+                log.warning(
+                    "stored app asks for more instances than allowed; it runs with the limit until it is "
+                    "changed app=%s version=%s instances=%d limit=%d (--max_instances_per_app)",
+                    app.id, app.version, stored, limit,
+                )
+            app = structs.replace(app, instances=limit)
+        return app
 
     async def load_root(self) -> Group | None:
         pointer = await self.store.get(ROOT_POINTER)
@@ -154,7 +226,7 @@ class StateRepository:
         for a, v in refs:
             e = found.get(app_key(a, v))
             if e is not None:
-                apps[(a, v)] = self.codec.decode(e.value, AppDefinition)
+                apps[(a, v)] = self._app(e.value)
         return _from_stored(stored, apps)
 
     async def root_versions(self) -> list[str]:
@@ -167,7 +239,7 @@ class StateRepository:
 
     async def app_at(self, app_id: str, version: str) -> AppDefinition | None:
         entry = await self.store.get(app_key(app_id, version))
-        return None if entry is None else self.codec.decode(entry.value, AppDefinition)
+        return None if entry is None else self._app(entry.value)
 
     async def collect_garbage(self, current: Group) -> int:
         """Keep the newest `max_versions` root versions and the app versions they use.
@@ -215,7 +287,22 @@ class StateRepository:
         return Delete(f"deployments/{plan_id}")
 
     async def load_deployments(self) -> list[DeploymentPlan]:
-        return [self.codec.decode(e.value, DeploymentPlan) for _, e in await self.store.scan("deployments/")]
+        """Stored plans; a scale target above `max_instances_per_app` is read as the limit."""
+        plans = [self.codec.decode(e.value, DeploymentPlan) for _, e in await self.store.scan("deployments/")]
+        return [self._bounded(p) for p in plans]
+
+    def _bounded(self, plan: DeploymentPlan) -> DeploymentPlan:
+        limit = self.max_instances_per_app
+        if all(a.scale_to is None or a.scale_to <= limit for s in plan.steps for a in s.actions):
+            return plan
+        steps = [
+            structs.replace(s, actions=[
+                structs.replace(a, scale_to=limit) if a.scale_to is not None and a.scale_to > limit else a
+                for a in s.actions
+            ])
+            for s in plan.steps
+        ]
+        return structs.replace(plan, steps=steps)
 
     # -- task failures --------------------------------------------------------
 

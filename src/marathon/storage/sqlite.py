@@ -40,7 +40,7 @@ import trio
 
 from marathon.errors import StorageError
 
-from . import (
+from .contract import (
     DEFAULT_MAX_VALUE_SIZE,
     Delete,
     Entry,

@@ -30,7 +30,8 @@ from ..agent.machine import ephemeral_port_range
 
 T = TypeVar("T")
 
-__all__ = ["MarathonProcess", "free_low_port", "free_port", "private_port_range", "wait_for", "pid_alive"]
+__all__ = ["MarathonProcess", "free_low_port", "free_port", "private_port_range", "wait_for", "pid_alive",
+           "terminate"]
 
 
 def free_port() -> int:
@@ -87,6 +88,18 @@ def wait_for(condition: Callable[[], T], timeout: float = 60.0, interval: float 
             detail = f" (last error: {last_exc!r})" if last_exc else ""
             raise TimeoutError(f"timed out after {timeout}s waiting for {message or condition}{detail}")
         time.sleep(interval)
+
+
+def terminate(proc: subprocess.Popen[Any], timeout: float = 30.0) -> int | None:
+    """SIGTERM, SIGKILL if it has not gone after `timeout`; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
 
 
 def pid_alive(pid: int) -> bool:
@@ -173,14 +186,7 @@ class MarathonProcess:
             self._client = None
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        code = self.proc.returncode
+        code = terminate(self.proc, timeout)
         self.proc = None
         return code
 

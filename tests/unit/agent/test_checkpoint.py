@@ -139,20 +139,20 @@ def test_an_append_that_fails_halfway_does_not_damage_the_next_one(tmp_path, mon
     cp = Checkpoint(tmp_path)
     kept = _record(1, pid=101)
     cp.write(kept)
-    real_write_all = checkpoint._write_all
+    real_write_all = checkpoint.write_all
 
     def disk_full(fd: int, data: bytes) -> None:
         real_write_all(fd, data[: len(data) // 2])  # a torn line reaches the file
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint, "_write_all", disk_full)
+    monkeypatch.setattr(checkpoint, "write_all", disk_full)
     try:
         cp.write(_record(2, pid=102))
     except OSError:
         pass
     else:
         raise AssertionError("the failed append was not reported")
-    monkeypatch.setattr(checkpoint, "_write_all", real_write_all)
+    monkeypatch.setattr(checkpoint, "write_all", real_write_all)
     later = _record(3, pid=103)
     cp.write(later)
     # The failed record is not there, the others are whole, every line decodes.
