@@ -185,6 +185,16 @@ def test_agents_the_master_must_refuse(cluster, tmp_path):
              message="the wrong secret to be refused")
     assert cluster.agent_views() == []
     bad.stop()
+    # Malformed and oversized messages: 400 BAD_MESSAGE, nothing registers.
+    auth = {"Authorization": f"Bearer {cluster.secret_file.read_text().strip()}"}
+    for body in (b"{not json", b'{"type":"SUBSCRIBE","agent_id":5}', b"[" * 100_000):
+        r = cluster.client.post("/internal/v1/agents/subscribe", content=body, headers=auth)
+        assert r.status_code == 400 and b"BAD_MESSAGE" in r.content, (body[:20], r.status_code, r.content[:200])
+    r = cluster.client.post("/internal/v1/agents/x/calls", content=b"[{}]", headers=auth)
+    assert r.status_code == 400 and b"BAD_MESSAGE" in r.content
+    r = cluster.client.post("/internal/v1/agents/subscribe", content=b"{}")
+    assert r.status_code == 401, "no secret, no agent"
+    assert cluster.agent_views() == []
     # An agent that joined another cluster: refused, and it exits (114)
     # rather than have its tasks killed as unknown.
     meta = {"agent_id": "stranger-S0", "cluster_id": "another-cluster", "max_epoch": 1}
