@@ -29,6 +29,9 @@ else
 /usr/bin/wrk wrk
 /sbin/ip iproute2
 /usr/sbin/iptables iptables
+/usr/bin/java default-jre-headless
+/usr/share/java/zookeeper.jar zookeeper
+/usr/share/java/slf4j-simple.jar libslf4j-java
 "
 fi
 

@@ -4,6 +4,7 @@ with compare-and-set and atomic multi-key commits, its ops and errors) and
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from .contract import (
@@ -11,6 +12,7 @@ from .contract import (
     Check,
     Delete,
     Entry,
+    FencedOut,
     Op,
     Put,
     Store,
@@ -23,6 +25,7 @@ __all__ = [
     "Check",
     "Delete",
     "Entry",
+    "FencedOut",
     "Op",
     "Put",
     "Store",
@@ -36,9 +39,10 @@ def open_store(url: str | os.PathLike[str], **options) -> Store:
     """Open the store named by `url`; `options` go to the backend.
 
     "memory://" is a fresh `MemoryStore`; "sqlite:///abs/path.db" or a plain
-    filesystem path is a `SqliteStore` on that file; "zk://..." is the
-    cluster backend (not yet available).  Opening does no I/O: a SQLite file
-    is created and opened on first use, inside a worker thread.
+    filesystem path is a `SqliteStore` on that file;
+    "zk://[user:pass@]host:port[,host:port...]/path" is a `ZooKeeperStore`
+    under that path.  Opening does no I/O: a SQLite file is created and
+    opened, a ZooKeeper session started, on first use.
     """
     if isinstance(url, os.PathLike):
         url = os.fspath(url)
@@ -58,7 +62,12 @@ def open_store(url: str | os.PathLike[str], **options) -> Store:
             raise ValueError(f"sqlite store url needs a path: {url!r}")
         return _sqlite(rest, options)
     if scheme == "zk":
-        raise NotImplementedError("ZooKeeper store: see issue 'cluster shape'")
+        # Imported by name when a zk:// URL is opened: importing
+        # marathon.storage (as the services do) never imports kazoo, which
+        # the import-linter contract keeps out of their import graph.
+        zk = importlib.import_module(".zk", __name__)
+        hosts, root, auth = zk.parse_zk_url(url)
+        return zk.ZooKeeperStore(hosts, root, auth=auth, **options)
     raise ValueError(f"unknown store url scheme {scheme!r} in {url!r}")
 
 

@@ -111,6 +111,23 @@ class ValueTooLarge(TooLargeToStore):
         return (type(self), (self.key, self.size, self.limit))
 
 
+class FencedOut(StorageError):
+    """The commit's fence check failed: the fence node (the leader node) is
+    no longer at the version this store was given, so another leader was
+    elected since.  Nothing of the commit was applied."""
+
+    def __init__(self, path: str, expected: int) -> None:
+        super().__init__(
+            f"fenced out: {path} is no longer at version {expected} (another leader was elected); "
+            "nothing was written"
+        )
+        self.path = path
+        self.expected = expected
+
+    def __reduce__(self):
+        return (type(self), (self.path, self.expected))
+
+
 @runtime_checkable
 class Store(Protocol):
     """A versioned key-value store.

@@ -8,15 +8,20 @@ in which "{name}" becomes a fresh name for each store a test opens.
 from __future__ import annotations
 
 import itertools
+import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
 
 from marathon.storage import Store, open_store
 
+from .zk_fixtures import zk_server as zk_server
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], str]] = {
     "memory": lambda request: "memory://",
     "sqlite": lambda request: f"sqlite://{request.getfixturevalue('tmp_path')}/{{name}}.db",
+    # Each test under a root of its own on the session's ZooKeeper.
+    "zk": lambda request: f"zk://{request.getfixturevalue('zk_server')}/t/{uuid.uuid4().hex}/{{name}}",
 }
 
 

@@ -483,9 +483,12 @@ def test_open_store_passes_options_to_the_backend(tmp_path):
     assert (sqlite.max_value_size, sqlite.synchronous) == (5, "FULL")
 
 
-def test_open_store_zookeeper_is_not_available_yet():
-    with pytest.raises(NotImplementedError, match="cluster shape"):
-        open_store("zk://127.0.0.1:2181/marathon")
+def test_open_store_zookeeper_url_gives_a_zookeeper_store_without_io():
+    from marathon.storage.zk import ZooKeeperStore
+
+    store = open_store("zk://127.0.0.1:1,127.0.0.1:2/marathon", max_value_size=5)
+    assert isinstance(store, ZooKeeperStore)
+    assert (store.hosts, store.root, store.max_value_size) == ("127.0.0.1:1,127.0.0.1:2", "/marathon", 5)
 
 
 @pytest.mark.parametrize("url", ["", "redis://x", "memory://x", "sqlite://", ":memory:"])
