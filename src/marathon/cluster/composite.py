@@ -69,9 +69,16 @@ class CompositeDriver:
         agent = self._agent_of(task_id)
         return agent is not None and agent != self.local.agent_id
 
+    def _split(self, task_ids: Sequence[str]) -> tuple[list[str], list[str]]:
+        """(the embedded agent's, remote agents') task ids, each asked once."""
+        local: list[str] = []
+        remote: list[str] = []
+        for t in task_ids:
+            (remote if self._is_remote(t) else local).append(t)
+        return local, remote
+
     def kill(self, task_ids: Sequence[str], *, grace_seconds: float | None = None) -> None:
-        remote = [t for t in task_ids if self._is_remote(t)]
-        local = [t for t in task_ids if not self._is_remote(t)] if remote else list(task_ids)
+        local, remote = self._split(task_ids)
         if local:
             self.local.kill(local, grace_seconds=grace_seconds)
         if remote:
@@ -82,8 +89,7 @@ class CompositeDriver:
             self.local.reconcile(None)
             self.remote.reconcile(None)
             return
-        remote = [t for t in task_ids if self._is_remote(t)]
-        local = [t for t in task_ids if not self._is_remote(t)] if remote else list(task_ids)
+        local, remote = self._split(task_ids)
         self.local.reconcile(local, others=others)
         self.remote.reconcile(remote, others=others)
 

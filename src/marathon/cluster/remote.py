@@ -36,6 +36,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import trio
 
 from ..agent.machine import subtract_ports
@@ -333,7 +334,7 @@ class RemoteDriver:
                 continue
             for s in call.updates:
                 if s.agent_id != agent_id:
-                    s = TaskStatus(**{**_fields(s), "agent_id": agent_id})
+                    s = msgspec.structs.replace(s, agent_id=agent_id)
                 self._after_status(a, s)
                 self._emit(s)
 
@@ -478,10 +479,6 @@ class RemoteDriver:
 
 _TERMINAL_STATES = frozenset({"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_ERROR", "TASK_DROPPED",
                               "TASK_GONE", "TASK_GONE_BY_OPERATOR", "TASK_LOST", "TASK_UNKNOWN"})
-
-
-def _fields(s: TaskStatus) -> dict:
-    return {f: getattr(s, f) for f in s.__struct_fields__}
 
 
 def _resources_json(r: Resources) -> dict:

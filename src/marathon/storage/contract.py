@@ -128,6 +128,25 @@ class FencedOut(StorageError):
         return (type(self), (self.path, self.expected))
 
 
+class CommitShortcuts:
+    """`put`, `delete` and `commit` of a backend, written once over its
+    `_commit_ops(ops) -> _Resolution` (one atomic commit)."""
+
+    async def _commit_ops(self, ops: list[Op]) -> _Resolution:
+        raise NotImplementedError
+
+    async def put(self, key: str, value: bytes, *, expected_version: int | None = None) -> int:
+        version = (await self._commit_ops([Put(key, value, expected_version)])).versions[0]
+        assert version is not None
+        return version
+
+    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
+        return (await self._commit_ops([Delete(key, expected_version)])).existed[0]
+
+    async def commit(self, ops: Sequence[Op]) -> list[int | None]:
+        return (await self._commit_ops(list(ops))).versions
+
+
 @runtime_checkable
 class Store(Protocol):
     """A versioned key-value store.

@@ -17,10 +17,9 @@ import trio
 
 from .contract import (
     DEFAULT_MAX_VALUE_SIZE,
-    Delete,
+    CommitShortcuts,
     Entry,
     Op,
-    Put,
     _check_key,
     _check_prefix,
     _Resolution,
@@ -31,7 +30,7 @@ from .contract import (
 __all__ = ["MemoryStore"]
 
 
-class MemoryStore:
+class MemoryStore(CommitShortcuts):
     """An in-process `Store` whose data lives in a dict."""
 
     def __init__(self, *, max_value_size: int = DEFAULT_MAX_VALUE_SIZE) -> None:
@@ -73,17 +72,6 @@ class MemoryStore:
         data = self._data
         return [(key, data[key]) for key in self._keys_under(prefix)]
 
-    async def put(self, key: str, value: bytes, *, expected_version: int | None = None) -> int:
-        version = (await self._commit([Put(key, value, expected_version)])).versions[0]
-        assert version is not None
-        return version
-
-    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        return (await self._commit([Delete(key, expected_version)])).existed[0]
-
-    async def commit(self, ops: Sequence[Op]) -> builtins.list[int | None]:
-        return (await self._commit(builtins.list(ops))).versions
-
     async def aclose(self) -> None:
         self._closed = True
         await trio.lowlevel.checkpoint()
@@ -101,7 +89,7 @@ class MemoryStore:
             end += 1
         return keys[start:end]
 
-    async def _commit(self, ops: builtins.list[Op]) -> _Resolution:
+    async def _commit_ops(self, ops: builtins.list[Op]) -> _Resolution:
         _validate_ops(ops, self.max_value_size)
         await self._enter()
         # From here to the end nothing awaits, so no other task can observe

@@ -42,10 +42,9 @@ from marathon.errors import StorageError
 
 from .contract import (
     DEFAULT_MAX_VALUE_SIZE,
-    Delete,
+    CommitShortcuts,
     Entry,
     Op,
-    Put,
     _check_key,
     _check_prefix,
     _prefix_successor,
@@ -97,7 +96,7 @@ def _upsert(rows: int) -> str:
     )
 
 
-class SqliteStore:
+class SqliteStore(CommitShortcuts):
     """A `Store` in a SQLite file (WAL mode); see the module docstring."""
 
     def __init__(
@@ -144,15 +143,8 @@ class SqliteStore:
         _check_prefix(prefix)
         return await self._run(self._scan, prefix)
 
-    async def put(self, key: str, value: bytes, *, expected_version: int | None = None) -> int:
-        resolution = await self._run(self._commit, [Put(key, value, expected_version)])
-        version = resolution.versions[0]
-        assert version is not None
-        return version
-
-    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        resolution = await self._run(self._commit, [Delete(key, expected_version)])
-        return resolution.existed[0]
+    async def _commit_ops(self, ops: builtins.list[Op]) -> _Resolution:
+        return await self._run(self._commit, ops)
 
     async def commit(self, ops: Sequence[Op]) -> builtins.list[int | None]:
         ops = builtins.list(ops)  # a snapshot the caller cannot change under the thread

@@ -124,6 +124,7 @@ from marathon.errors import StorageError
 
 from .contract import (
     DEFAULT_MAX_VALUE_SIZE,
+    CommitShortcuts,
     Delete,
     Entry,
     FencedOut,
@@ -419,7 +420,7 @@ class _Gate:
 # -- the store --------------------------------------------------------------
 
 
-class ZooKeeperStore:
+class ZooKeeperStore(CommitShortcuts):
     """A `Store` in ZooKeeper under `root`; see the module docstring.
 
     `hosts` is kazoo's "host:port,host:port"; `auth` (user, password) turns
@@ -848,17 +849,6 @@ class ZooKeeperStore:
 
     # -- commits --
 
-    async def put(self, key: str, value: bytes, *, expected_version: int | None = None) -> int:
-        version = (await self._commit([Put(key, value, expected_version)])).versions[0]
-        assert version is not None
-        return version
-
-    async def delete(self, key: str, *, expected_version: int | None = None) -> bool:
-        return (await self._commit([Delete(key, expected_version)])).existed[0]
-
-    async def commit(self, ops: Sequence[Op]) -> builtins.list[int | None]:
-        return (await self._commit(builtins.list(ops))).versions
-
     def _plan(self, ops: builtins.list[Op], fresh: dict[str, int] | None) -> _Plan:
         """The multi ops of `ops` under assumed start versions (`fresh`: the
         versions just read; else expectations and what this store knows).
@@ -938,7 +928,7 @@ class ZooKeeperStore:
         assert self.fence is not None
         return FencedOut(*self.fence)
 
-    async def _commit(self, ops: builtins.list[Op]) -> _Resolution:
+    async def _commit_ops(self, ops: builtins.list[Op]) -> _Resolution:
         _validate_ops(ops, self.max_value_size)
         await self._enter()
         if not ops:
