@@ -606,6 +606,45 @@ class ZooKeeperStore(CommitShortcuts):
             f"ZooKeeper {self.hosts} unreachable for {self.session_timeout:g} s"
         )
 
+    # -- nodes beside the keyspace (<root>/cluster-id, ...) --
+
+    async def read_meta(self, name: str) -> bytes | None:
+        """The data of `<root>/<name>`, or None if there is no such node."""
+        await self._enter()
+        (result,) = await self._read([GetData(f"{self.root}/{name}", None)])
+        if isinstance(result, NoNodeError):
+            return None
+        if isinstance(result, Exception):
+            raise StorageError(f"ZooKeeper store {self.hosts}{self.root}: {result!r}")
+        return result[0]
+
+    async def create_meta(self, name: str, data: bytes) -> bytes:
+        """Create `<root>/<name>` with `data` unless it exists; what it holds
+        afterwards (the first writer's data wins: a cluster id is made once)."""
+        client = await self._enter()
+        path = f"{self.root}/{name}"
+        try:
+            await trio.to_thread.run_sync(functools.partial(client.create, path, data, makepath=True))
+            return data
+        except NodeExistsError:
+            found = await self.read_meta(name)
+            assert found is not None
+            return found
+
+    async def write_meta(self, name: str, data: bytes) -> None:
+        """Set `<root>/<name>` to `data`, creating it if needed (for a
+        restore, which replaces the cluster id on purpose)."""
+        client = await self._enter()
+        path = f"{self.root}/{name}"
+
+        def write() -> None:
+            try:
+                client.create(path, data, makepath=True)
+            except NodeExistsError:
+                client.set(path, data)
+
+        await trio.to_thread.run_sync(write)
+
     # -- kazoo calls from trio --
 
     async def _wait(self, results: Sequence[Any]) -> None:
