@@ -16,6 +16,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import unquote
 
 import platformdirs
 
@@ -54,6 +55,28 @@ def _default_hostname() -> str:
     return name
 
 
+def parse_zk_url(url: str) -> tuple[str, str, tuple[str, str] | None]:
+    """`zk://[user:pass@]host:port[,host:port...]/path` as (hosts, root
+    path, credentials or None); ValueError says what is wrong."""
+    scheme, sep, rest = url.partition("://")
+    if scheme != "zk" or not sep:
+        raise ValueError(f"not a zk:// url: {url!r}")
+    netloc, slash, path = rest.partition("/")
+    auth = None
+    if "@" in netloc:
+        userinfo, _, netloc = netloc.rpartition("@")
+        user, colon, password = userinfo.partition(":")
+        if not colon or not user:
+            raise ValueError(f"zk url credentials must be user:password in {url!r}")
+        auth = (unquote(user), unquote(password))
+    if not netloc or any(not host for host in netloc.split(",")):
+        raise ValueError(f"zk url needs host:port[,host:port...] in {url!r}")
+    root = "/" + path.rstrip("/")
+    if not slash or root == "/" or any(seg in ("", ".", "..") for seg in root[1:].split("/")):
+        raise ValueError(f"zk url needs a path such as /marathon in {url!r}")
+    return netloc, root, auth
+
+
 @dataclass(frozen=True)
 class Config:
     """The server's configuration.  Field names are the flag names."""
@@ -89,8 +112,18 @@ class Config:
     data_dir: str = field(default_factory=lambda: platformdirs.user_data_dir("marathon"), metadata={"help": "Directory of durable local state (the SQLite store, the embedded agent's sandboxes)."})
     store: str = field(default="sqlite", metadata={"help": "State backend: sqlite (in --data_dir) | memory (nothing survives a restart)."})
     zk_max_versions: int = field(default=50, metadata={"help": "Versions kept per app and root group."})
+    zk_compression: bool = field(default=True, metadata={"help": "Compress stored values above --zk_compression_threshold (zlib; --disable_zk_compression stores them as they are)."})
     zk_compression_threshold: int = field(default=65536, metadata={"help": "Stored values above this many bytes are compressed."})
     zk_max_node_size: int = field(default=1024000, metadata={"help": "Stored values above this many bytes are refused."})
+
+    # -- high availability (CLUSTER.md 3.1-3.3, 3.10; docs/ha.md) ----------------
+    zk: str | None = field(default=None, metadata={"help": "zk://[user:pass@]host:port[,host:port...]/path: keep the state in ZooKeeper and elect one leader among every master given the same URL (the others stand by and forward). Unset: one machine, state in --data_dir."})
+    zk_session_timeout: int = field(default=10000, metadata={"help": "ms of ZooKeeper session: a leader silent this long is replaced."})
+    zk_timeout: int = field(default=10000, metadata={"help": "ms a request may wait for ZooKeeper before it is answered 503."})
+    zk_connection_timeout: int = field(default=10000, metadata={"help": "ms to wait for the first ZooKeeper connection at start-up (then exit 100)."})
+    leader_proxy_connection_timeout: int = field(default=5000, metadata={"help": "ms a standby waits to connect to the leader when it forwards a request."})
+    leader_proxy_read_timeout: int = field(default=10000, metadata={"help": "ms a standby waits for the leader's next bytes when it forwards a request."})
+    exit_on_leadership_loss: bool = field(default=False, metadata={"help": "Exit (103, Marathon's behaviour) when leadership is lost or abdicated, for installations whose supervisor restarts the process; by default the process stands by and runs for leadership again."})
 
     # -- http -----------------------------------------------------------------
     http_address: str = field(default="127.0.0.1", metadata={"help": "Address the HTTP API binds to."})
@@ -195,10 +228,42 @@ class Config:
                 f"--master {self.master}: use 'local' (the embedded agent), 'agents' (remote agents only) "
                 "or 'sim://<agents>' (simulated agents)"
             )
+        if self.zk is not None:
+            self._validate_zk()
         if self.master == "agents" and not self.agent_secret_file:
             raise ConfigError("--master agents needs --agent_secret_file (the secret remote agents present)")
         if min(self.agent_heartbeat_interval, self.agent_unreachable_timeout, self.agent_reregister_timeout) <= 0:
             raise ConfigError("--agent_heartbeat_interval and the agent timeouts must be positive")
+
+    def _validate_zk(self) -> None:
+        assert self.zk is not None
+        try:
+            parse_zk_url(self.zk)
+        except ValueError as e:
+            raise ConfigError(f"--zk: {e}") from None
+        if self.master == "local":
+            raise ConfigError(
+                "--zk runs several masters, and tasks must outlive whichever one leads: they run on "
+                "`marathon agent` machines. Use --master agents with --agent_secret_file "
+                "(docs/ha.md), or leave --zk unset for one machine with its embedded agent."
+            )
+        if min(self.zk_session_timeout, self.zk_timeout, self.zk_connection_timeout,
+               self.leader_proxy_connection_timeout, self.leader_proxy_read_timeout) <= 0:
+            raise ConfigError("--zk_* and --leader_proxy_* timeouts must be positive")
+
+    @property
+    def ha(self) -> bool:
+        return self.zk is not None
+
+    @property
+    def redacted_zk(self) -> str | None:
+        """--zk with its credentials replaced, as /v2/info shows it."""
+        if self.zk is None:
+            return None
+        scheme, sep, rest = self.zk.partition("://")
+        if "@" in rest.split("/", 1)[0]:
+            rest = "xxxxxxxx:xxxxxxxx@" + rest.split("@", 1)[1]
+        return f"{scheme}{sep}{rest}"
 
     def as_flags(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import trio
@@ -28,7 +29,7 @@ from . import httpserver, matching
 from .agent.daemon import read_secret
 from .agent.files import read_sandbox_file
 from .agent.machine import ephemeral_port_range, overlapping
-from .api import build_app
+from .api import build_app, build_front
 from .api._auth import Auth
 from .api._context import ApiContext
 from .cluster import ClusterDriver
@@ -36,15 +37,16 @@ from .cluster.composite import CompositeDriver
 from .cluster.local import LocalDriver
 from .cluster.remote import RemoteConfig, RemoteDriver
 from .cluster.sim import SimDriver, parse_sim_master
-from .config import Config, ConfigError
+from .config import Config, ConfigError, parse_zk_url
 from .errors import Violation
 from .hookspecs import TaskAdjustment
 from .instance_update import StatusUpdate
+from .leadership import Leadership, run_local_terms, run_zk_terms
 from .models.agent import parse_attributes, parse_port_ranges, parse_resources
 from .models.app import UnreachableEnabled
 from .models.instance import Instance, TaskStatus, parse_task_id
 from .planning import RootChanges
-from .plugins import health_checkers, load_plugins
+from .plugins import Plugins, health_checkers, load_plugins
 from .services._pacing import YIELD_EVERY
 from .services.deployments import DeploymentManager
 from .services.events import EventBus
@@ -58,7 +60,10 @@ from .services.readiness import ReadinessService
 from .services.reconciler import Reconciler, ReconcilerConfig
 from .services.scheduler import Scheduler
 from .storage import Store, open_store
+from .storage.election import Election, cluster_id_of
+from .storage.leader_watch import LeaderWatch
 from .storage.repository import StateRepository
+from .storage.zk import ZooKeeperStore
 
 log = logging.getLogger("marathon.server")
 
@@ -164,11 +169,14 @@ async def _applied(submitted: Submitted) -> bool:
     return True
 
 
-def make_driver(config: Config, time_ms: Callable[[], int]) -> ClusterDriver:
-    """The cluster driver named by `--master` (and `--agent_secret_file`)."""
+def make_driver(config: Config, time_ms: Callable[[], int], *, epoch: int = 1,
+                cluster_id: str | None = None) -> ClusterDriver:
+    """The cluster driver named by `--master` (and `--agent_secret_file`);
+    `epoch` is the leader term's, which every command to an agent carries;
+    `cluster_id` defaults to the one in --data_dir."""
     if config.master.startswith("sim://"):
         return SimDriver(parse_sim_master(config.master), time_ms=time_ms)
-    remote = _remote_driver(config, time_ms) if config.agent_secret_file else None
+    remote = _remote_driver(config, time_ms, epoch, cluster_id) if config.agent_secret_file else None
     if config.master == "agents":
         assert remote is not None  # Config.validate
         return remote
@@ -176,14 +184,14 @@ def make_driver(config: Config, time_ms: Callable[[], int]) -> ClusterDriver:
     return local if remote is None else CompositeDriver(local, remote)
 
 
-def _remote_driver(config: Config, time_ms: Callable[[], int]) -> RemoteDriver:
+def _remote_driver(config: Config, time_ms: Callable[[], int], epoch: int, cluster_id: str | None) -> RemoteDriver:
     assert config.agent_secret_file is not None
     try:
         secret = read_secret(config.agent_secret_file)
     except (OSError, ValueError) as e:
         raise ConfigError(f"--agent_secret_file: {e}") from None
     return RemoteDriver(RemoteConfig(
-        cluster_id=_cluster_id(Path(config.data_dir)), secret=secret,
+        cluster_id=cluster_id or _cluster_id(Path(config.data_dir)), secret=secret, epoch=epoch,
         heartbeat_interval=config.agent_heartbeat_interval / 1000.0,
         unreachable_timeout=config.agent_unreachable_timeout / 1000.0,
         reregister_timeout=config.agent_reregister_timeout / 1000.0,
@@ -246,18 +254,21 @@ async def start_services(
     *,
     time_ms: Callable[[], int] = wall_ms,
     driver: ClusterDriver | None = None,
+    driver_running: bool = False,
     store: Store | None = None,
     plugins: Sequence[tuple[str, object]] = (),
+    loaded: Plugins | None = None,
+    leadership: Leadership | None = None,
 ) -> Services:
     """Build and start every service in `nursery`; `driver`/`store` override the
-    config's; `plugins` are registered after the built-ins."""
-    data_dir = Path(config.data_dir)
+    config's (`driver_running`: it already runs, in the process's nursery);
+    `plugins` are registered after the built-ins (`loaded`: plugins the
+    process loaded already)."""
     if store is None:
-        await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
-        store_url = "memory://" if config.store == "memory" else str(data_dir / "state.db")
-        store = open_store(store_url, max_value_size=config.zk_max_node_size)
+        store = await open_local_store(config)
     repo = StateRepository(
-        store, max_versions=config.zk_max_versions, compression_threshold=config.zk_compression_threshold,
+        store, max_versions=config.zk_max_versions,
+        compression_threshold=config.zk_compression_threshold if config.zk_compression else 1 << 62,
         max_instances_per_app=config.max_instances_per_app,
     )
     bus = EventBus(time_ms=time_ms, max_outstanding=config.event_stream_max_outstanding_messages)
@@ -271,17 +282,13 @@ async def start_services(
         time_ms=time_ms,
         on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
     )
-    loaded = load_plugins(
-        plugins, descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name
-    )
+    if loaded is None:
+        loaded = load_plugins(
+            plugins, descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name
+        )
     pm = loaded.pm
     checkers = health_checkers(pm)
-    if not config.binds_loopback_only and not loaded.has("marathon_auth_authenticate") and not config.insecure_no_auth:
-        raise ConfigError(
-            f"refusing to serve on {config.http_address} without an authentication plugin: anyone who can "
-            "reach the port could run commands on this machine. Bind 127.0.0.1, configure an auth plugin "
-            "(--plugin_conf), or pass --insecure_no_auth."
-        )
+    _check_exposure(config, loaded)
     if loaded.has("marathon_event_observe"):
         bus.add_observer(lambda event: pm.hook.marathon_event_observe(event=event))
     health = HealthService(
@@ -361,7 +368,8 @@ async def start_services(
             if i.agent_id == agent_id and i.task is not None and i.is_active])
     if isinstance(driver, CompositeDriver):
         driver.set_agent_of(lambda tid: getattr(_instance_of(tracker, tid), "agent_id", None))
-    await nursery.start(driver.run)
+    if not driver_running:
+        await nursery.start(driver.run)
     await tracker.load()
     if remote is not None:
         remote.expect(_remote_agents_of(tracker, _local_of(driver)))
@@ -395,6 +403,7 @@ async def start_services(
         auth=Auth(pm),
         plugins=loaded,
         started_ms=time_ms(),
+        leadership=leadership,
     )
     _agent_views(api_context, driver)
     metrics = api_context.metrics = MetricsRegistry(prefix=config.metrics_name_prefix)
@@ -417,6 +426,15 @@ async def start_services(
     install_metrics(services, metrics, time_ms=time_ms)
     await nursery.start(MetricsService(metrics, collect_sinks(pm, config.as_flags())).run)
     return services
+
+
+def _check_exposure(config: Config, loaded: Plugins) -> None:
+    if not config.binds_loopback_only and not loaded.has("marathon_auth_authenticate") and not config.insecure_no_auth:
+        raise ConfigError(
+            f"refusing to serve on {config.http_address} without an authentication plugin: anyone who can "
+            "reach the port could run commands on this machine. Bind 127.0.0.1, configure an auth plugin "
+            "(--plugin_conf), or pass --insecure_no_auth."
+        )
 
 
 def _instance_of(tracker: InstanceTracker, task_id: str) -> Instance | None:
@@ -502,26 +520,127 @@ async def _stop_on_signal(scope: trio.CancelScope) -> None:
             return
 
 
+async def open_local_store(config: Config) -> Store:
+    """The one-machine store: SQLite in --data_dir (or memory)."""
+    data_dir = Path(config.data_dir)
+    await trio.Path(data_dir).mkdir(parents=True, exist_ok=True)
+    store_url = "memory://" if config.store == "memory" else str(data_dir / "state.db")
+    return open_store(store_url, max_value_size=config.zk_max_node_size)
+
+
+async def open_zk_store(config: Config) -> ZooKeeperStore:
+    """The cluster's store (--zk), connected: failing that, StorageError
+    (the process exits 100, as Marathon does)."""
+    assert config.zk is not None
+    hosts, root, auth = parse_zk_url(config.zk)
+    store = ZooKeeperStore(
+        hosts, root, auth=auth, max_value_size=config.zk_max_node_size,
+        compression_threshold=config.zk_compression_threshold if config.zk_compression else 1 << 62,
+        session_timeout=config.zk_session_timeout / 1000.0,
+        connect_timeout=config.zk_connection_timeout / 1000.0,
+    )
+    await store.connect()
+    return store
+
+
+async def _hold_commands_while_suspended(leadership: Leadership, driver: ClusterDriver) -> None:
+    """SUSPENDED: agents get no command until the fence is verified again
+    (CLUSTER.md 3.3); their streams and heartbeats stay."""
+    remote = _remote_of(driver)
+    if remote is None:
+        return
+    while True:
+        if leadership.suspended:
+            remote.pause()
+        else:
+            remote.resume()
+        await leadership.wait_change()
+
+
+async def _after_term(store: Store, cluster_id: str | None, term) -> None:  # type: ignore[no-untyped-def]
+    """An abdication's backup and restore, between two terms (this process
+    writes nothing meanwhile, and still holds the fence)."""
+    request = term.abdication
+    if request is None:
+        return
+    from .storage import backup
+
+    for action, uri in (("backup", request.backup), ("restore", request.restore)):
+        if not uri:
+            continue
+        try:
+            if action == "backup":
+                summary = await backup.backup_to_uri(store, uri, cluster_id)
+            else:
+                summary = await backup.restore_from_uri(store, uri)
+            log.info("%s_done uri=%s summary=%s", action, uri, summary)
+        except Exception:
+            log.exception("%s_failed uri=%s", action, uri)
+
+
 async def serve(config: Config, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-    """Run Marathon until cancelled."""
+    """Run Marathon until cancelled: the HTTP front, and leader terms
+    (leadership.py) for as long as this process wins them."""
+    leadership = Leadership(self_id=config.leader_address, self_url=f"http://{config.leader_address}", ha=config.ha)
+    loaded = load_plugins(
+        (), descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name
+    )
+    _check_exposure(config, loaded)
+    front = build_front(config, leadership, loaded)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
-        services = await start_services(config, nursery)
-        app = build_app(services.api_context)
-        if config.http_server == "hypercorn":
-            from hypercorn.config import Config as HypercornConfig
-            from hypercorn.trio import serve as hypercorn_serve
+        if config.ha:
+            store: Store = await open_zk_store(config)
+            cluster_id = await cluster_id_of(store)  # type: ignore[arg-type]
 
-            hc = HypercornConfig()
-            hc.bind = [f"{config.http_address}:{config.http_port}"]
-            hc.accesslog = None
-            hc.errorlog = logging.getLogger("hypercorn.error")
-            hc.graceful_timeout = 2.0
-            await nursery.start(hypercorn_serve, app, hc)
+            async def start_term(term: trio.Nursery, epoch: int) -> Any:
+                driver = make_driver(config, wall_ms, epoch=epoch, cluster_id=cluster_id)
+                services = await start_services(config, term, driver=driver, store=store, loaded=loaded,
+                                                leadership=leadership)
+                term.start_soon(_hold_commands_while_suspended, leadership, driver)
+                return build_app(services.api_context)
+
+            election = Election(store, participant_id=leadership.self_id, url=leadership.self_url)  # type: ignore[arg-type]
+            watch = LeaderWatch(store.kazoo_client, store.root)  # type: ignore[attr-defined]
+            await watch.start()
+            nursery.start_soon(functools.partial(
+                run_zk_terms, leadership, start_term, store, election, watch,
+                functools.partial(_after_term, store, cluster_id), exit_on_loss=config.exit_on_leadership_loss))
         else:
-            await nursery.start(httpserver.serve, app, config.http_address, config.http_port)
+            store = await open_local_store(config)
+            driver = make_driver(config, wall_ms)
+            # The embedded agent is the process's: its tasks outlive a term.
+            await nursery.start(driver.run)
+            local_cluster_id = _cluster_id(Path(config.data_dir)) if _remote_of(driver) is not None else None
+
+            async def start_term(term: trio.Nursery, epoch: int) -> Any:
+                services = await start_services(config, term, driver=driver, driver_running=True, store=store,
+                                                loaded=loaded, leadership=leadership)
+                return build_app(services.api_context)
+
+            nursery.start_soon(functools.partial(
+                run_local_terms, leadership, start_term, functools.partial(_after_term, store, local_cluster_id),
+                exit_on_loss=config.exit_on_leadership_loss))
+            await leadership.wait_leading()
+        await _serve_http(config, front, nursery)
         log.info(
-            "marathon serving address=http://%s:%d data_dir=%s placement=%s http=%s",
+            "marathon serving address=http://%s:%d data_dir=%s placement=%s http=%s zk=%s",
             config.http_address, config.http_port, config.data_dir, matching.BACKEND, config.http_server,
+            config.redacted_zk,
         )
-        task_status.started(services)
+        task_status.started(leadership)
+
+
+async def _serve_http(config: Config, app: Any, nursery: trio.Nursery) -> None:
+    if config.http_server == "hypercorn":
+        from hypercorn.config import Config as HypercornConfig
+        from hypercorn.trio import serve as hypercorn_serve
+
+        hc = HypercornConfig()
+        hc.bind = [f"{config.http_address}:{config.http_port}"]
+        hc.accesslog = None
+        hc.errorlog = logging.getLogger("hypercorn.error")
+        hc.graceful_timeout = 2.0
+        await nursery.start(hypercorn_serve, app, hc)
+    else:
+        await nursery.start(httpserver.serve, app, config.http_address, config.http_port)

@@ -15,9 +15,26 @@ after a restart) and connects to the leader:
    before they are sent, resent until acknowledged) and heartbeats, on a
    second connection.
 
+Finding the leader (CLUSTER.md 3.4, "Discovery"):
+
+* `--master zk://h1:2181,h2:2181/marathon`: a `LeaderWatch` on
+  `/marathon/leader` names the leader's URL and epoch.  When it names
+  another leader, or the same one with a higher epoch, the session with the
+  old one is dropped at once (its stream is no longer read, so nothing a
+  deposed leader still sends is acted on) and the agent subscribes to the
+  new one.  Each leader it names is logged (`leader_changed url=... epoch=...`).
+* `--master http://m1:8080,http://m2:8080`: try them in order.  A standby
+  answers 307 with the leader's URL: the agent subscribes there (the same
+  body, and the same bearer token, which is why redirects are followed here
+  and not by httpx, which drops `Authorization` across origins), and its
+  calls go to the master that answered, never to the standby.  A 503 (no
+  leader known yet), a refusal or a connection failure: the next master.
+  When a subscribed stream ends, the list is tried again from the start.
+
 The leader is silent for three heartbeat intervals, or the stream ends:
-subscribe again, with a random backoff doubling up to 15 s.  The agent never
-kills a task because it lost the leader: tasks outlive the control plane.
+subscribe again, with a random backoff doubling up to 15 s (a new leader in
+ZooKeeper cuts the wait short).  The agent never kills a task because it
+lost the leader: tasks outlive the control plane.
 
 `meta.json` in the work dir holds the agent id, the cluster it joined and
 `max_epoch`: an agent never joins another cluster (which would kill its
@@ -30,9 +47,11 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import msgspec
@@ -42,6 +61,7 @@ from .._version import __version__
 from ..models import agent_protocol as proto
 from ..models.agent import Attribute, PortRange
 from ..models.instance import TaskStatus
+from ..models.leader import LeaderRecord
 from ..models.resources import Resources
 from . import machine
 from .checkpoint import _atomic_write, load_or_create_agent_id
@@ -52,6 +72,8 @@ from .updates import StatusUpdateManager, UpdateJournal
 log = logging.getLogger("marathon.agent")
 
 RESUBSCRIBE_MAX_SECONDS = 15.0
+# A standby redirects to the leader, which may itself have just stepped down.
+MAX_REDIRECTS = 3
 
 
 class AgentMeta(msgspec.Struct, kw_only=True):
@@ -80,7 +102,9 @@ class AgentFatal(Exception):
 
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
-    masters: list[str]  # http://host:port of each master
+    # http://host:port of each master, or one zk://[user:pass@]hosts/path
+    # whose leader node names the leader.
+    masters: list[str]
     secret: bytes
     work_dir: Path
     hostname: str
@@ -92,12 +116,34 @@ class DaemonConfig:
     zone: str | None = None
     role: str = "*"
 
+    @property
+    def zk_url(self) -> str | None:
+        """The ZooKeeper URL to find the leader in, if that is how."""
+        if len(self.masters) == 1 and self.masters[0].startswith("zk://"):
+            return self.masters[0]
+        return None
+
+
+class LeaderWatch(Protocol):
+    """What the daemon needs of `storage.leader_watch.LeaderWatch` (which
+    the command line hands in: kazoo stays out of the agent layer)."""
+
+    @property
+    def current(self) -> LeaderRecord | None: ...
+
+    async def wait_change(self, than: LeaderRecord | None) -> LeaderRecord | None: ...
+
 
 class AgentDaemon:
+    """`open_leader_watch(url)` is an async context manager giving a
+    `LeaderWatch` on a zk:// URL; needed only with `--master zk://...`."""
+
     def __init__(self, config: DaemonConfig, executor: Executor | SimulatedExecutor,
                  statuses: trio.MemoryReceiveChannel[TaskStatus],
-                 answers: trio.MemoryReceiveChannel[TaskStatus]) -> None:
+                 answers: trio.MemoryReceiveChannel[TaskStatus], *,
+                 open_leader_watch: Callable[[str], AbstractAsyncContextManager[LeaderWatch]] | None = None) -> None:
         self.config = config
+        self._open_leader_watch = open_leader_watch
         self.executor = executor
         self._statuses = statuses
         self._answers = answers
@@ -108,6 +154,10 @@ class AgentDaemon:
         self._stream_id: str | None = None
         self._heard = 0.0  # trio time of the leader's last record
         self._boot_id = machine.boot_id()
+        self._leader_watch: LeaderWatch | None = None
+        # The record the current session follows and its cancel scope (zk://).
+        self._following: tuple[LeaderRecord, trio.CancelScope] | None = None
+        self._moved = False  # the last session was dropped for a new leader
 
     @property
     def agent_id(self) -> str:
@@ -115,12 +165,21 @@ class AgentDaemon:
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         headers = {"Authorization": f"Bearer {self.config.secret.decode()}"}
-        async with httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(10.0, read=None),
-                                     follow_redirects=True) as client, trio.open_nursery() as nursery:
-            self._client = client
+        async with AsyncExitStack() as stack:
+            # Redirects are followed by `_subscribe` (see the module docstring).
+            self._client = await stack.enter_async_context(
+                httpx.AsyncClient(headers=headers, timeout=httpx.Timeout(10.0, read=None), follow_redirects=False))
+            zk_url = self.config.zk_url
+            if zk_url is not None:
+                if self._open_leader_watch is None:
+                    raise AgentFatal(f"--master {zk_url}: this agent was built without ZooKeeper support")
+                self._leader_watch = await stack.enter_async_context(self._open_leader_watch(zk_url))
+            nursery = await stack.enter_async_context(trio.open_nursery())
             await nursery.start(self.updates.run)
             nursery.start_soon(self._observe)
             nursery.start_soon(self._answer)
+            if self._leader_watch is not None:
+                nursery.start_soon(self._follow_leader, self._leader_watch)
             task_status.started()
             await self._connect_forever()
 
@@ -135,8 +194,12 @@ class AgentDaemon:
     async def _connect_forever(self) -> None:
         delay = 1.0
         while True:
+            self._moved = False
             try:
-                await self._session()
+                if self._leader_watch is not None:
+                    await self._session_from_zk(self._leader_watch)
+                else:
+                    await self._session()
             except Exception as e:  # the agent outlives any trouble with the leader
                 fatal = _leaf_of(e, AgentFatal)
                 if fatal is not None:
@@ -146,11 +209,61 @@ class AgentDaemon:
                     log.info("leader_connection_failed leader=%s error=%r", self._leader, leaf)
                 else:
                     log.exception("leader_session_failed leader=%s", self._leader)
-            if self._stream_id is not None:
-                delay = 1.0  # it was subscribed: start the backoff afresh
+            if self._stream_id is not None or self._moved:
+                delay = 1.0  # it was subscribed, or there is a new leader: start the backoff afresh
             self._stream_id = None
-            await trio.sleep(random.uniform(0, delay))
+            await self._pause(delay)
             delay = min(delay * 2, RESUBSCRIBE_MAX_SECONDS)
+
+    async def _pause(self, delay: float) -> None:
+        """The wait before subscribing again: random in [0, delay].  A new
+        leader named in ZooKeeper meanwhile cuts it short, to a random
+        [0, 1 s] so that its agents do not all arrive at once."""
+        with trio.move_on_after(random.uniform(0, delay)):
+            watch = self._leader_watch
+            if watch is None:
+                await trio.sleep_forever()
+            else:
+                await watch.wait_change(watch.current)
+                await trio.sleep(random.uniform(0, 1.0))
+
+    async def _follow_leader(self, watch: LeaderWatch) -> None:
+        """Log each leader ZooKeeper names, and drop the session with one
+        that is no longer the leader: another one, or the same with a higher
+        epoch (it lost and won again, and its old stream is the old term's).
+        Dropped at once, not when its stream ends: a deposed leader may
+        keep streaming (paused, partitioned from ZooKeeper) until it notices."""
+        seen: LeaderRecord | None = None
+        while True:
+            seen = await watch.wait_change(seen)
+            if seen is None:
+                log.info("leader_unknown source=zookeeper state=%s", watch.state)
+                continue
+            log.info("leader_changed url=%s epoch=%d", seen.url, seen.epoch)
+            if self._following is None:
+                continue
+            record, scope = self._following
+            if seen.url != record.url or seen.epoch > record.epoch:
+                log.info("leader_session_dropped leader=%s epoch=%d", record.url, record.epoch)
+                self._moved = True
+                scope.cancel()
+
+    async def _session_from_zk(self, watch: LeaderWatch) -> None:
+        """One subscription to the leader ZooKeeper names, until its stream
+        ends or ZooKeeper names another."""
+        record = watch.current
+        if record is None:
+            log.info("leader_unknown source=zookeeper state=%s", watch.state)
+            record = await watch.wait_change(None)
+            assert record is not None
+        # No checkpoint between reading the record and following it:
+        # `_follow_leader` compares every change with what is followed here.
+        with trio.CancelScope() as scope:
+            self._following = (record, scope)
+            try:
+                await self._subscribe(record.url)
+            finally:
+                self._following = None
 
     def _subscribe_body(self) -> proto.Subscribe:
         cfg = self.config
@@ -168,24 +281,56 @@ class AgentDaemon:
         )
 
     async def _session(self) -> None:
-        """One subscription: until the stream ends or the leader goes quiet."""
-        assert self._client is not None
+        """One pass over the masters, in order: subscribe to the first that
+        takes this agent, until the stream ends or the leader goes quiet.
+        Once subscribed, however the stream ends, the next pass starts again
+        from the first master."""
         last_error: Exception | None = None
         for master in self.config.masters:
-            self._leader = master.rstrip("/")
-            body = proto.encode(self._subscribe_body())
             try:
-                async with self._client.stream("POST", self._leader + proto.SUBSCRIBE_PATH, content=body,
-                                               headers={"Content-Type": "application/json"}) as r:
-                    if r.status_code != 200:
-                        await self._refused(r)
-                        continue
-                    await self._read_stream(r)
-                    return
+                await self._subscribe(master)
             except (httpx.HTTPError, OSError) as e:
+                if self._stream_id is not None:
+                    raise  # its stream broke (a leader killed mid-stream)
                 last_error = e
+                continue
+            if self._stream_id is not None:
+                return
         if last_error is not None:
             raise last_error
+
+    async def _subscribe(self, master: str) -> None:
+        """SUBSCRIBE at `master` (following a standby's redirects to the
+        leader) and read the stream until it ends.  A refusal is logged and
+        returns; `_stream_id` tells whether it subscribed."""
+        assert self._client is not None
+        url = master.rstrip("/") + proto.SUBSCRIBE_PATH
+        body = proto.encode(self._subscribe_body())
+        for _hop in range(MAX_REDIRECTS + 1):
+            # The calls connection goes to whoever answers, never to a standby.
+            self._leader = url.removesuffix(proto.SUBSCRIBE_PATH)
+            async with self._client.stream("POST", url, content=body,
+                                           headers={"Content-Type": "application/json"}) as r:
+                if r.status_code in (307, 308):
+                    target = _redirect_target(r)
+                    if target is None:
+                        log.warning("leader_redirect_refused master=%s location=%r", self._leader,
+                                    r.headers.get("location"))
+                        return
+                    log.info("leader_redirect master=%s leader=%s", self._leader,
+                             target.removesuffix(proto.SUBSCRIBE_PATH))
+                    url = target
+                    continue
+                if r.status_code == 503:
+                    log.info("leader_unavailable master=%s retry_after=%s", self._leader,
+                             r.headers.get("retry-after"))
+                    return
+                if r.status_code != 200:
+                    await self._refused(r)
+                    return
+                await self._read_stream(r)
+                return
+        log.warning("leader_redirect_loop master=%s hops=%d", master, MAX_REDIRECTS)
 
     async def _refused(self, r: httpx.Response) -> None:
         data = await r.aread()
@@ -298,6 +443,22 @@ class AgentDaemon:
             "Content-Type": "application/json", proto.STREAM_HEADER: self._stream_id})
         if r.status_code != 202:
             raise ConnectionError(f"call refused: {r.status_code} {r.text[:200]}")
+
+
+def _redirect_target(r: httpx.Response) -> str | None:
+    """Where a standby's 307 sends the SUBSCRIBE: the `Location`, if it is an
+    http(s) URL of the same endpoint (the bearer token goes there too, so
+    nothing else is followed)."""
+    location = r.headers.get("location")
+    if not location:
+        return None
+    try:
+        target = r.request.url.join(location)
+    except httpx.InvalidURL:
+        return None
+    if target.scheme not in ("http", "https") or not target.host or not target.path.endswith(proto.SUBSCRIBE_PATH):
+        return None
+    return str(target.copy_with(query=None, fragment=None))
 
 
 def _leaf_of(exc: BaseException, kind: type[BaseException]) -> BaseException | None:

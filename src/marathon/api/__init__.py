@@ -8,14 +8,19 @@ trio worker (`marathon.server`, `--http_server`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 
+from ..config import Config
 from ..errors import MarathonError
+from ..leadership import Leadership
+from ..plugins import Plugins
+from ..services.metrics import MetricsRegistry
 from . import agents, apps, deployments, events, groups, metrics, plugins, queue, system, tasks
-from ._auth import AuthMiddleware
+from ._auth import Auth, AuthMiddleware
 from ._context import ApiContext
 from ._http import (
     ConcurrencyLimit,
@@ -25,9 +30,11 @@ from ._http import (
     internal_error,
     marathon_error,
 )
+from .leader_proxy import LeaderFront
 
 
 def build_app(ctx: ApiContext) -> Any:
+    """The term's API: what the leader serves."""
     routes = (
         apps.routes + groups.routes + tasks.routes + deployments.routes + events.routes
         + queue.routes + plugins.routes + system.routes + metrics.routes + agents.routes
@@ -62,4 +69,31 @@ def build_app(ctx: ApiContext) -> Any:
     return asgi
 
 
-__all__ = ["ApiContext", "build_app"]
+@dataclass
+class StandbyContext:
+    """What the endpoints a standby answers itself need."""
+
+    config: Config
+    leadership: Leadership
+    auth: Auth
+    metrics: MetricsRegistry
+    plugins: Plugins | None = None
+
+
+def build_front(config: Config, leadership: Leadership, plugins: Plugins | None) -> LeaderFront:
+    """The process's ASGI app: the leader's term app when this process
+    leads, else the standby's own answers and the proxy to the leader."""
+    ctx = StandbyContext(config=config, leadership=leadership, auth=Auth(plugins.pm if plugins else None),
+                         metrics=MetricsRegistry(prefix=config.metrics_name_prefix), plugins=plugins)
+    routes = [r for r in system.routes + metrics.routes
+              if getattr(r, "path", None) in ("/ping", "/v2/info", "/v2/leader", "/metrics", "/metrics/prometheus")]
+    app = Starlette(routes=routes, exception_handlers={
+        MarathonError: marathon_error, HTTPException: http_error, Exception: internal_error})
+    app.state.ctx = ctx
+    standby: Any = app
+    if plugins is not None and plugins.pm.hook.marathon_auth_authenticate.get_hookimpls():
+        standby = AuthMiddleware(standby, plugins.pm)
+    return LeaderFront(config, leadership, standby)
+
+
+__all__ = ["ApiContext", "StandbyContext", "build_app", "build_front"]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from ..cluster.remote import RemoteDriver
 from ..config import Config
+from ..leadership import Leadership
 from ..plugins import Plugins
 from ..services.deployments import DeploymentManager
 from ..services.events import EventBus
@@ -45,3 +46,5 @@ class ApiContext:
     local_agent: dict | None = None
     agent_auth_headers: dict[str, str] = field(default_factory=dict)
     read_sandbox_file: Callable[[str, str, int, int], dict | None] | None = None
+    # Who leads (GET/DELETE /v2/leader, /v2/info); None: an API built alone, which leads.
+    leadership: Leadership | None = None

@@ -163,6 +163,8 @@ _QUERY: dict[str, tuple[dict[str, Any], str]] = {
     "stream": ({"enum": ["stdout", "stderr"]}, "Which output (default stdout)."),
     "offset": (_INT, "Byte offset to read from (default -1: the tail)."),
     "length": (_INT, "Bytes to read, at most 1 MiB (the default)."),
+    "backup": (_STR, "file:///absolute/path: write the whole state there (a tar) before the next leader loads it."),
+    "restore": (_STR, "file:///absolute/path: replace the whole state by that backup before the next leader loads it."),
 }
 # Query names that are documented under another name (`embed` means different things).
 _QUERY_NAME = {"groupEmbed": "embed", "queueEmbed": "embed"}
@@ -304,7 +306,14 @@ _OPS: dict[tuple[str, str], _Op] = {
         auth=False,
     ),
     ("GET", "/v2/info"): _Op("Server information and configuration", {200: _json("The information", _ref("Info"))}),
-    ("GET", "/v2/leader"): _Op("The current leader", {200: _json("The leader", _obj({"leader": _STR}, ("leader",)))}),
+    ("GET", "/v2/leader"): _Op("The current leader", {
+        200: _json("The leader", _obj({"leader": _STR}, ("leader",))),
+        404: _json("No leader is known", _obj({"message": _STR}, ("message",)))}),
+    ("DELETE", "/v2/leader"): _Op(
+        "Abdicate: this leader's term ends 500 ms after the answer and another master (or, alone, this one) leads",
+        {200: _json("Abdication scheduled", _obj({"message": _STR}, ("message",))),
+         404: _json("This process does not lead", _obj({"message": _STR}, ("message",)))},
+        (422,), query=("backup", "restore")),
     ("GET", "/"): _Op("Redirect to the web UI", {302: _empty("To /ui/", ("Location",))}),
     ("GET", "/openapi.json"): _Op("This document", {200: _json("OpenAPI 3.1", _OBJECT)}),
     ("GET", "/metrics"): _Op("Metrics as Dropwizard JSON", {200: _json("The metrics", _ref("Metrics"))}),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+from urllib.parse import urlsplit
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from .._version import MARATHON_API_VERSION, __version__
-from ._context import ApiContext
+from ..config import Config
+from ..errors import ValidationFailed, Violation
+from ..leadership import Abdication, Leadership
 from ._http import json_response
 
 
@@ -35,14 +40,19 @@ async def ping(request: Request) -> Response:
     return Response("pong", media_type=media)
 
 
-def info_json(ctx: ApiContext) -> dict:
-    cfg = ctx.config
+def _leadership(ctx: Any) -> Leadership | None:
+    return getattr(ctx, "leadership", None)
+
+
+def info_json(ctx: Any) -> dict:
+    cfg: Config = ctx.config
+    lead = _leadership(ctx)
     return {
         "name": "marathon",
         "version": MARATHON_API_VERSION,
         "buildref": f"marathon-trio {__version__}",
-        "elected": True,
-        "leader": cfg.leader_address,
+        "elected": lead.leading if lead is not None else True,
+        "leader": lead.leader_address() if lead is not None else cfg.leader_address,
         "frameworkId": None,
         "marathon_config": {
             "access_control_allow_origin": cfg.access_control_allow_origin,
@@ -54,12 +64,12 @@ def info_json(ctx: ApiContext) -> dict:
             "failover_timeout": 604800,
             "features": sorted(cfg.features),
             "framework_name": cfg.framework_name,
-            "ha": False,
+            "ha": cfg.ha,
             "hostname": cfg.hostname,
             "launch_token": cfg.launch_tokens,
             "launch_token_refresh_interval": cfg.launch_token_refresh_interval,
-            "leader_proxy_connection_timeout_ms": 5000,
-            "leader_proxy_read_timeout_ms": 10000,
+            "leader_proxy_connection_timeout_ms": cfg.leader_proxy_connection_timeout,
+            "leader_proxy_read_timeout_ms": cfg.leader_proxy_read_timeout,
             "local_port_max": cfg.local_port_max,
             "local_port_min": cfg.local_port_min,
             "master": cfg.master,
@@ -88,33 +98,66 @@ def info_json(ctx: ApiContext) -> dict:
             "maintenance_mode": True,
         },
         "zookeeper_config": {
-            "zk": None,
-            "zk_compression": True,
+            "zk": cfg.redacted_zk,
+            "zk_compression": cfg.zk_compression,
             "zk_compression_threshold": cfg.zk_compression_threshold,
-            "zk_connection_timeout": 10000,
+            "zk_connection_timeout": cfg.zk_connection_timeout,
             "zk_max_node_size": cfg.zk_max_node_size,
             "zk_max_versions": cfg.zk_max_versions,
-            "zk_session_timeout": 10000,
-            "zk_timeout": 10000,
+            "zk_session_timeout": cfg.zk_session_timeout,
+            "zk_timeout": cfg.zk_timeout,
         },
         "http_config": {"http_port": cfg.http_port, "https_port": None},
     }
 
 
 async def info(request: Request) -> Response:
-    ctx: ApiContext = request.app.state.ctx
+    ctx = request.app.state.ctx
     ctx.auth.check_system(request, "ViewResource", "SystemConfig")
-    # Everything in it is fixed for the life of the process: encode it once.
-    body = getattr(request.app.state, "info_body", None)
-    if body is None:
-        body = request.app.state.info_body = msgspec.json.encode(info_json(ctx))
-    return json_response(body)
+    # Fixed for the life of the process but for who leads: encoded once per leader.
+    lead = _leadership(ctx)
+    key = (lead.leading, lead.leader_address()) if lead is not None else None
+    cached = getattr(request.app.state, "info_body", None)
+    if cached is None or cached[0] != key:
+        cached = request.app.state.info_body = (key, msgspec.json.encode(info_json(ctx)))
+    return json_response(cached[1])
 
 
 async def leader(request: Request) -> Response:
-    ctx: ApiContext = request.app.state.ctx
+    ctx = request.app.state.ctx
     ctx.auth.check_system(request, "ViewResource", "Leader")
-    return json_response({"leader": ctx.config.leader_address})
+    lead = _leadership(ctx)
+    address = lead.leader_address() if lead is not None else ctx.config.leader_address
+    if address is None:
+        return json_response({"message": "There is no leader"}, 404)
+    return json_response({"leader": address})
+
+
+async def abdicate(request: Request) -> Response:
+    """DELETE /v2/leader: end this leader's term after the answer; with
+    `backup=file:///...` the state is written there first (Marathon's tar
+    backup), with `restore=file:///...` it is replaced by that backup
+    before the next leader loads it."""
+    ctx = request.app.state.ctx
+    ctx.auth.check_system(request, "UpdateResource", "Leader")
+    params = request.query_params
+    violations = [Violation(f"/{name}", problem) for name in ("backup", "restore")
+                  if (value := params.get(name)) is not None and (problem := _uri_problem(value))]
+    if violations:
+        raise ValidationFailed(violations)
+    lead = _leadership(ctx)
+    if lead is None or not lead.abdicate(Abdication(backup=params.get("backup"), restore=params.get("restore"))):
+        return json_response({"message": "There is no leader"}, 404)
+    return json_response({"message": "Leadership abdicated"})
+
+
+def _uri_problem(uri: str) -> str | None:
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        return f"Only file:///absolute/path is supported here (got {uri!r}); s3 is not"
+    if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        return f"A file URI needs an absolute path: file:///path (got {uri!r})"
+    return None
 
 
 async def root(request: Request) -> Response:
@@ -131,6 +174,7 @@ routes = [
     Route("/ping", ping, methods=["GET", "HEAD"]),
     Route("/v2/info", info, methods=["GET"]),
     Route("/v2/leader", leader, methods=["GET"]),
+    Route("/v2/leader", abdicate, methods=["DELETE"]),
     Route("/", root, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
 ]

@@ -38,9 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         "is also read from MARATHON_<FLAG> (e.g. MARATHON_HTTP_PORT).",
     )
     build_parser(serve)
-    # `marathon agent|lb ...` are parsed by cli/agent.py and cli/lb.py (listed here for --help).
+    # `marathon agent|lb|state ...` are parsed by cli/agent.py, cli/lb.py and
+    # cli/state.py (listed here for --help).
     sub.add_parser("agent", help="run tasks on this machine for a Marathon master elsewhere", add_help=False)
     sub.add_parser("lb", help="generate a load-balancer config (haproxy, ...) from Marathon's apps", add_help=False)
+    sub.add_parser("state", help="export or import Marathon's state (backup; move onto ZooKeeper)", add_help=False)
     return parser
 
 
@@ -54,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         from .lb import main as lb_main
 
         return lb_main(args[1:])
+    if args[:1] == ["state"]:
+        from .state import main as state_main
+
+        return state_main(args[1:])
     parser = _parser()
     ns, rest = parser.parse_known_args(args)
     if ns.command != "serve":

@@ -4,6 +4,11 @@
         --work_dir /var/lib/marathon-agent --attributes "rack:r1;zone:a" \\
         --resources "cpus:8;mem:16384" --ports 31000-32000
 
+With several masters, `--master zk://zk1:2181,zk2:2181/marathon` finds the
+leader in ZooKeeper (the masters' --zk), and `--master
+http://m1:8080,http://m2:8080` asks the masters in turn (a standby redirects
+to the leader).
+
 Every flag is also read from `MARATHON_AGENT_<FLAG>`.  Tasks outlive the
 agent process: stopping it (or its crash) leaves them running, and the next
 start re-adopts them.  Exit codes: 0 on a clean stop, 2 for bad flags, 113
@@ -31,7 +36,10 @@ log = logging.getLogger("marathon.agent")
 EXIT_BAD_FLAG = 2  # argparse's own code for bad flags
 
 _FLAGS: list[tuple[str, dict]] = [
-    ("master", {"required": True, "help": "The masters: http://host:port, comma-separated (the agent finds the leader)."}),
+    ("master", {"required": True, "help": "Where the leader is: zk://[user:pass@]host:port[,host:port...]/path, "
+                                         "the masters' --zk (ZooKeeper names the leader), or the masters' "
+                                         "http://host:port, comma-separated (tried in order; a standby "
+                                         "redirects to the leader)."}),
     ("secret_file", {"required": True, "help": "File holding the agent secret (the masters' --agent_secret_file)."}),
     ("work_dir", {"default": str(Path(platformdirs.user_data_dir("marathon")) / "agent"),
                   "help": "Sandboxes, checkpoints and the agent's identity."}),
@@ -68,12 +76,34 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _route_address(master: str) -> str:
-    """The local address this machine reaches `master` from."""
+    """The local address this machine reaches `master` from (for zk://, its
+    first ZooKeeper server)."""
+    if master.startswith("zk://"):
+        from ..config import parse_zk_url
+
+        master = "tcp://" + parse_zk_url(master)[0].split(",")[0]
     parts = urlsplit(master)
     host = parts.hostname or "127.0.0.1"
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.connect((host, parts.port or 8080))
         return s.getsockname()[0]
+
+
+def _masters(flag: str) -> list[str] | None:
+    """--master as DaemonConfig.masters (one zk:// URL, or http URLs), or
+    None if it is neither."""
+    if flag.strip().startswith("zk://"):
+        from ..config import parse_zk_url
+
+        try:
+            parse_zk_url(flag.strip())
+        except ValueError:
+            return None
+        return [flag.strip()]
+    masters = [m.strip() for m in flag.split(",") if m.strip()]
+    if not masters or not all(m.startswith(("http://", "https://")) for m in masters):
+        return None
+    return masters
 
 
 def main(argv: list[str]) -> int:
@@ -82,9 +112,10 @@ def main(argv: list[str]) -> int:
     from ..agent.daemon import read_secret
     from ..models.agent import parse_attributes, parse_port_ranges, parse_resources
 
-    masters = [m.strip() for m in ns.master.split(",") if m.strip()]
-    if not masters or not all(m.startswith(("http://", "https://")) for m in masters):
-        print("marathon agent: --master takes http://host:port URLs, comma-separated", file=sys.stderr)
+    masters = _masters(ns.master)
+    if masters is None:
+        print("marathon agent: --master takes zk://host:port[,host:port...]/path, or http://host:port URLs, "
+              "comma-separated", file=sys.stderr)
         return EXIT_BAD_FLAG
     try:
         secret = read_secret(ns.secret_file)
@@ -139,6 +170,7 @@ async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> N
     from ..models.agent import ports_in
     from ..models.instance import TaskStatus
     from ..models.resources import Resources
+    from ..storage.leader_watch import LeaderWatch
 
     work_dir = Path(ns.work_dir)
     meta = load_meta(work_dir)
@@ -161,7 +193,7 @@ async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> N
         DaemonConfig(masters=masters, secret=secret, work_dir=work_dir, hostname=hostname, endpoint=endpoint,
                      resources=total, port_ranges=ports, attributes=attributes, region=ns.region,
                      zone=ns.zone),
-        executor, statuses, answers,
+        executor, statuses, answers, open_leader_watch=LeaderWatch.open,
     )
     async with trio.open_nursery() as nursery:
 

@@ -116,15 +116,51 @@ class RemoteDriver:
         self.refused_unknown: dict[str, list[str]] = {}  # agent id -> held unknown task ids
         self.dropped = 0  # statuses dropped because the pump was too far behind
         self._drop_logged = float("-inf")
+        self._paused = False
+        self._held: list[tuple[str, str | None, proto.ToAgent]] = []
 
     # -- the ClusterDriver contract ------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            nursery.start_soon(self._watch)
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._watch)
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self.leadership_lost()
+
+    def leadership_lost(self) -> None:
+        """The term is over: tell every agent (ERROR LEADERSHIP_LOST) and
+        close its stream; it finds the next leader and subscribes there."""
+        self._held.clear()
+        for a in self._agents.values():
+            if a.send is not None:
+                try:
+                    a.send.send_nowait(proto.record(proto.Error(code="LEADERSHIP_LOST",
+                                                                message="This master no longer leads")))
+                except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                self._close_stream(a)
+
+    def pause(self) -> None:
+        """Hold every command (not heartbeats) until `resume()`: the term is
+        SUSPENDED and must not act until its fence is verified again."""
+        if not self._paused:
+            log.warning("agent_commands_held (leadership suspended)")
+        self._paused = True
+
+    def resume(self) -> None:
+        if not self._paused:
+            return
+        self._paused = False
+        held, self._held = self._held, []
+        log.info("agent_commands_released count=%d", len(held))
+        for agent_id, stream_id, message in held:
+            a = self._agents.get(agent_id)
+            if a is not None and a.stream_id == stream_id:
+                self._send(a, message)
 
     def agents(self) -> list[AgentInfo]:
         return [a.info for a in self._agents.values()]
@@ -396,6 +432,9 @@ class RemoteDriver:
 
     def _send(self, a: _Agent, message: proto.ToAgent) -> None:
         if a.send is None:
+            return
+        if self._paused and not isinstance(message, (proto.LeaderHeartbeat, proto.Subscribed)):
+            self._held.append((a.info.id, a.stream_id, message))
             return
         try:
             a.send.send_nowait(proto.record(message))

@@ -399,10 +399,19 @@ class DeploymentManager:
         max_over = strategy.maximum_over_capacity if strategy is not UNSET else 1.0  # type: ignore[union-attr]
 
         instances = self._tracker.of_app(app.id)
-        healthy = sum(
-            1 for i in instances
-            if i.state.goal == Goal.RUNNING and self._considered_healthy(app, i)
-        )
+        # Each instance is judged by the checks of its own version: an old
+        # version without health checks counts its Running instances even
+        # when the new one adds checks (Marathon judges them by the new
+        # version's checks, finds H = 0 and, with maximumOverCapacity 0,
+        # stalls for ever: docs/compatibility.md).
+        definitions = {new_version: app}
+        for version in {i.run_spec_version for i in instances} - {new_version}:
+            definitions[version] = await self._repo.app_at(app.id, version) or app
+
+        def considered_healthy(i: Instance) -> bool:
+            return self._considered_healthy(definitions.get(i.run_spec_version, app), i)
+
+        healthy = sum(1 for i in instances if i.state.goal == Goal.RUNNING and considered_healthy(i))
         kill_now, max_capacity = planning.restart_capacity(
             instances=n,
             minimum_health_capacity=min_health,
@@ -440,7 +449,7 @@ class DeploymentManager:
             ready_before = ready_now
 
             old_running = [i for i in old if i.state.goal == Goal.RUNNING]
-            queue = planning.kill_queue(old_running, lambda i: self._considered_healthy(app, i))
+            queue = planning.kill_queue(old_running, considered_healthy)
             kill_count = min(len(queue), max(0, kills_allowed - kills_issued))
             if kill_count:
                 log.debug(

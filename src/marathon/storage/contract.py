@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol, runtime_checkable
+from urllib.parse import quote, unquote
 
 from msgspec import Struct
 
@@ -322,3 +323,24 @@ def _prefix_successor(prefix: str) -> str | None:
     if 0xD800 <= nxt <= 0xDFFF:
         nxt = 0xE000  # surrogates cannot be keys, so skip straight past them
     return stripped[:-1] + chr(nxt)
+
+
+# -- key segments as names (ZooKeeper nodes, backup members) ----------------------
+
+
+def escape_name(text: str) -> str:
+    """A key segment as a file or node name: percent-encoded UTF-8 bytes
+    outside [A-Za-z0-9_.~-], "" as "@", "." and ".." encoded, so every
+    segment is exactly one name and back (`unescape_name`)."""
+    name = quote(text, safe="")
+    if not name:
+        return "@"
+    if name in (".", ".."):
+        return name.replace(".", "%2E")
+    return name
+
+
+def unescape_name(name: str) -> str:
+    """The segment `escape_name` made `name` of (UnicodeDecodeError if it
+    holds bytes that are not UTF-8)."""
+    return "" if name == "@" else unquote(name, errors="strict")

@@ -151,16 +151,7 @@ class Cluster:
     def processes(self, marker: str) -> dict[str, set[int]]:
         """Agent name -> pids of the live processes in its namespace whose
         environment holds `TEST_MARK=<marker>` (set in the app's env)."""
-        needle = f"TEST_MARK={marker}".encode()
-        out: dict[str, set[int]] = {}
-        for name, agent in self.agents.items():
-            pids = set()
-            own = agent.proc.pid if agent.proc is not None else None
-            for pid in agent.host.pids():
-                if pid != own and needle in _environ(pid) and _alive(pid):
-                    pids.add(pid)
-            out[name] = pids
-        return out
+        return {name: live_marked(agent, marker) for name, agent in self.agents.items()}
 
     def count(self, marker: str) -> int:
         return sum(len(p) for p in self.processes(marker).values())
@@ -171,6 +162,14 @@ class Cluster:
         for agent in self.agents.values():
             agent.stop()
         self.master.stop()
+
+
+def live_marked(agent: Proc, marker: str) -> set[int]:
+    """Live processes in `agent`'s namespace (not the agent itself) whose
+    environment holds `TEST_MARK=<marker>`."""
+    needle = f"TEST_MARK={marker}".encode()
+    own = agent.proc.pid if agent.proc is not None else None
+    return {pid for pid in agent.host.pids() if pid != own and needle in _environ(pid) and _alive(pid)}
 
 
 def _environ(pid: int) -> bytes:

@@ -10,11 +10,13 @@ the point.
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 import uuid
 import zlib
 from collections.abc import AsyncIterator, Callable
 
+import kazoo.version
 import pytest
 import trio
 from kazoo.client import KazooClient, TransactionRequest
@@ -22,15 +24,12 @@ from kazoo.exceptions import NoAuthError
 from kazoo.protocol.serialization import Transaction
 
 from marathon.storage import Check, Delete, Entry, Put, ValueTooLarge, VersionConflict, open_store
+from marathon.storage._zk_wire import _escape, _key_of, _key_parts, _unescape
 from marathon.storage.zk import (
     DEFAULT_MULTI_BYTES,
     MULTI_MAX_BYTES,
     FencedOut,
     ZooKeeperStore,
-    _escape,
-    _key_of,
-    _key_parts,
-    _unescape,
     parse_zk_url,
 )
 
@@ -467,6 +466,49 @@ async def test_commits_of_many_tasks_are_in_flight_together(stores):
             for i in range(200):
                 nursery.start_soon(put, i)
     assert len(await store.list("many/")) == 200
+
+
+async def test_forget_drops_the_versions_a_new_term_cannot_trust(stores):
+    mine, theirs = stores(), stores()
+    multis: list[int] = []
+    send = mine._transact
+
+    async def counted(batch):
+        multis.append(len(batch))
+        return await send(batch)
+
+    mine._transact = counted
+    for key in ("stale", "forgotten"):
+        await mine.put(key, b"mine")  # mine remembers version 1 ...
+        await theirs.put(key, b"theirs")  # ... which another leader moved on
+    multis.clear()
+    assert await mine.delete("stale") is True
+    assert len(multis) == 2  # planned on version 1: failed, read, sent again
+    multis.clear()
+    mine.forget()  # a new term
+    assert await mine.delete("forgotten") is True
+    assert len(multis) == 1
+    assert await theirs.get_many(["stale", "forgotten"]) == {}
+
+
+# -- kazoo --
+
+
+def test_kazoo_still_has_the_private_call_that_multiread_goes_through():
+    # kazoo has no call for multiRead, so `_read` hands `_MultiRead` to the
+    # private `KazooClient._call(request, async_object)`; pyproject.toml pins
+    # kazoo to the versions known to have it.
+    version = kazoo.version.__version__
+    call = getattr(KazooClient, "_call", None)
+    assert call is not None, (
+        f"kazoo {version} has no KazooClient._call: the ZooKeeper store's reads (_zk_wire._MultiRead) "
+        "need another way into kazoo's request queue; keep kazoo within the pin in pyproject.toml"
+    )
+    parameters = list(inspect.signature(call).parameters)
+    assert parameters == ["self", "request", "async_object"], (
+        f"kazoo {version} changed KazooClient._call to {parameters}: check how the ZooKeeper store's "
+        "reads queue _MultiRead (ZooKeeperStore._read) before widening the kazoo pin in pyproject.toml"
+    )
 
 
 # -- urls --

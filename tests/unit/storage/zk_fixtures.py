@@ -1,90 +1,29 @@
 """A real ZooKeeper for the storage tests: one standalone server per test
-session (Debian's `zookeeper` package, scripts/install-system-deps.sh),
-on a free port of 127.0.0.1, with its data in a temporary directory.
+session (`marathon.testing.zookeeper.start_zookeeper`: Debian's
+`zookeeper` package, scripts/install-system-deps.sh), on a free port of
+127.0.0.1, with its data in a temporary directory, and `ZkProxy` to cut
+clients off it.
 
 The server is the fixture's own child process: it is stopped by its PID
 when the session ends, whatever happened, and its log is kept beside its
 data for a failing run.  tickTime=500 lets tests ask for sessions of 1 s;
 forceSync=no because a test does not need the fsync.
+
+Imports here are absolute: tests/unit/agent loads this file by its path.
+For a 3-node ensemble (leader elections, lost quorums), see
+tests/zookeeper_fixtures.py.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import trio
 
-ZK_JAR = "/usr/share/java/zookeeper.jar"
-CLASSPATH = f"{ZK_JAR}:/usr/share/java/slf4j-simple.jar"
+from marathon.testing.zookeeper import start_zookeeper, stop_zookeeper
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serving(port: int) -> bool:
-    # `ruok` answers before the server serves; `srvr` prints a Mode only then.
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
-            s.sendall(b"srvr")
-            data = b""
-            while chunk := s.recv(4096):
-                data += chunk
-        return b"Mode:" in data
-    except OSError:
-        return False
-
-
-def start_zookeeper(workdir: Path) -> tuple[subprocess.Popen, str]:
-    """Start a standalone ZooKeeper in `workdir`; (process, "127.0.0.1:port")
-    once it serves.  The caller stops the process."""
-    if not shutil.which("java") or not os.path.exists(ZK_JAR):
-        pytest.fail("ZooKeeper is not installed: run scripts/install-system-deps.sh")
-    port = _free_port()
-    config = workdir / "zoo.cfg"
-    config.write_text(
-        f"tickTime=500\ndataDir={workdir}/data\nclientPort={port}\nclientPortAddress=127.0.0.1\n"
-        "maxClientCnxns=0\nadmin.enableServer=false\n4lw.commands.whitelist=srvr\nforceSync=no\n"
-    )
-    with open(workdir / "zk.log", "wb") as log:
-        proc = subprocess.Popen(
-            [
-                "java", "-Xmx512m", "-XX:+UseSerialGC", "-cp", CLASSPATH,
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
-                "org.apache.zookeeper.server.ZooKeeperServerMain", str(config),
-            ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not _serving(port):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ZooKeeper did not start; see {workdir / 'zk.log'}")
-            time.sleep(0.05)
-    except BaseException:
-        stop_zookeeper(proc)
-        raise
-    return proc, f"127.0.0.1:{port}"
-
-
-def stop_zookeeper(proc: subprocess.Popen) -> None:
-    """Stop the server by its PID: SIGTERM, then SIGKILL after 10 s."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+__all__ = ["ZkProxy", "start_zookeeper", "stop_zookeeper", "zk_server"]
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +34,6 @@ def zk_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield hosts
     finally:
         stop_zookeeper(proc)
-
 
 class ZkProxy:
     """A TCP proxy in front of ZooKeeper, run in the test's nursery, so a
