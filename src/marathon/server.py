@@ -281,6 +281,7 @@ async def start_services(
         app_lookup=lambda app_id: groups_ref[0].app(app_id),
         time_ms=time_ms,
         on_change=lambda: scheduler_ref[0].wake() if scheduler_ref else None,
+        repo=repo,
     )
     if loaded is None:
         loaded = load_plugins(
@@ -374,7 +375,9 @@ async def start_services(
     if remote is not None:
         remote.expect(_remote_agents_of(tracker, _local_of(driver)))
     await groups.load()
+    await launch_queue.load()
     await nursery.start(tracker.run)
+    await nursery.start(launch_queue.run)
     nursery.start_soon(
         _pump_status_updates, driver, tracker, groups, time_ms, "task_killing" in config.features
     )
@@ -537,6 +540,7 @@ async def open_zk_store(config: Config) -> ZooKeeperStore:
         hosts, root, auth=auth, max_value_size=config.zk_max_node_size,
         compression_threshold=config.zk_compression_threshold if config.zk_compression else 1 << 62,
         session_timeout=config.zk_session_timeout / 1000.0,
+        operation_timeout=config.zk_timeout / 1000.0,
         connect_timeout=config.zk_connection_timeout / 1000.0,
     )
     await store.connect()

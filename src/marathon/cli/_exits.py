@@ -6,6 +6,7 @@ import errno
 import sqlite3
 
 # Marathon's process exit codes (SPEC.md 5.7).
+EXIT_ZK_UNREACHABLE = 100
 EXIT_PLUGIN = 102
 EXIT_HTTP_BIND = 111
 EXIT_BAD_FLAG = 112

@@ -15,6 +15,7 @@ from ._exits import (
     EXIT_HTTP_BIND,
     EXIT_PLUGIN,
     EXIT_STORAGE,
+    EXIT_ZK_UNREACHABLE,
     first_leaf,
     storage_failure,
 )
@@ -108,6 +109,8 @@ def _serve(config) -> int:  # type: ignore[no-untyped-def]
 
     from ..agent.executor import WorkDirInUse
     from ..config import ConfigError
+    from ..errors import StorageError
+    from ..leadership import LeadershipEnded
     from ..plugins import PluginError
     from ..server import serve
 
@@ -123,6 +126,15 @@ def _serve(config) -> int:  # type: ignore[no-untyped-def]
     except* ConfigError as group:
         print(f"marathon: {first_leaf(group)}", file=sys.stderr)
         code = EXIT_BAD_FLAG
+    except* LeadershipEnded as group:
+        ended = first_leaf(group)
+        print(f"marathon: leadership ended ({ended}); exiting as --exit_on_leadership_loss asks", file=sys.stderr)
+        code = ended.code  # type: ignore[attr-defined]
+    except* StorageError as group:
+        if not config.zk:
+            raise
+        print(f"marathon: cannot reach ZooKeeper at {config.redacted_zk}: {first_leaf(group)}", file=sys.stderr)
+        code = EXIT_ZK_UNREACHABLE
     except* WorkDirInUse as group:
         print(f"marathon: {first_leaf(group)}", file=sys.stderr)
         code = EXIT_BAD_FLAG

@@ -5,8 +5,10 @@ instance tracker before anyone can act on them).  An instance whose task
 died while its goal is Running is scheduled again automatically.  Launches of
 an app's config are held back by a delay per `(app id, lastConfigChangeAt)`
 (`marathon.backoff`): failures grow it, a config change starts fresh, scaling
-keeps it.  The queue also keeps each app's last reject summary from the
-matcher for `/v2/queue`.
+keeps it.  The delays are stored (one small value, written at most once
+a second by `run()`, read by `load()`), so a new leader goes on with a
+crash-looping app's delay instead of starting it from zero.  The queue also
+keeps each app's last reject summary from the matcher for `/v2/queue`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..models.instance import (
     InstanceState,
     new_instance_ids,
 )
+from ..storage.repository import StateRepository, StoredDelay
 from ._pacing import YIELD_EVERY
 from .instances import InstanceTracker
 
@@ -51,8 +54,11 @@ class LaunchQueue:
         app_lookup: Callable[[str], AppDefinition | None],
         time_ms: Callable[[], int],
         on_change: Callable[[], None] = lambda: None,
+        repo: StateRepository | None = None,
     ) -> None:
         self._tracker = tracker
+        self._repo = repo
+        self._dirty = trio.Event()
         self._app = app_lookup
         self._time_ms = time_ms
         self._on_change = on_change
@@ -86,6 +92,33 @@ class LaunchQueue:
 
     # -- backoff ----------------------------------------------------------------
 
+    async def load(self) -> None:
+        """The delays a previous leader stored (expired ones dropped)."""
+        if self._repo is None:
+            return
+        now = self._time_ms()
+        for stored in await self._repo.load_launch_delays():
+            if not backoff.expired(stored.delay, now=now):
+                self._delays[(stored.app_id, stored.config)] = stored.delay
+        if self._delays:
+            log.info("launch delays loaded count=%d", len(self._delays))
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Store the delays when they change, at most once per second."""
+        task_status.started()
+        if self._repo is None:
+            return
+        stored: dict[tuple[str, str], backoff.Delay] = dict(self._delays)
+        while True:
+            await self._dirty.wait()
+            self._dirty = trio.Event()
+            if self._delays != stored:
+                snapshot = dict(self._delays)
+                await self._repo.commit([self._repo.launch_delays_put(
+                    [StoredDelay(app_id=a, config=c, delay=d) for (a, c), d in snapshot.items()])])
+                stored = snapshot
+            await trio.sleep(1.0)
+
     def delay(self, app: AppDefinition) -> backoff.Delay | None:
         return self._delays.get(config_key(app))
 
@@ -95,12 +128,14 @@ class LaunchQueue:
 
     def reset_delay(self, app: AppDefinition) -> None:
         if self._delays.pop(config_key(app), None) is not None:
+            self._dirty.set()
             self._on_change()
 
     def forget_app(self, app_id: str) -> None:
         """The app is gone: drop its delays (every config) and reject summary."""
         for key in [k for k in self._delays if k[0] == app_id]:
             del self._delays[key]
+            self._dirty.set()
         self.rejects.pop(app_id, None)
 
     def next_deadline(self, now: int) -> int | None:
@@ -115,6 +150,7 @@ class LaunchQueue:
     def cleanup(self, now: int) -> None:
         for key in [k for k, d in self._delays.items() if backoff.expired(d, now=now)]:
             del self._delays[key]
+            self._dirty.set()
 
     def _on_effects(self, effects: Sequence[Effect]) -> None:
         now = self._time_ms()
@@ -153,11 +189,13 @@ class LaunchQueue:
                     factor=app.backoff_factor,
                     max_seconds=app.max_launch_delay_seconds,
                 )
+                self._dirty.set()
                 log.info(
                     "launch delayed app=%s delay_seconds=%.3f", app.id, self._delays[key].current
                 )
             elif cond in _STARTED and key in self._delays:
                 self._delays[key] = backoff.on_advance(self._delays[key], now=now)
+                self._dirty.set()
             if inst.is_scheduled or cond in BACKOFF_FAILURE or inst.is_terminal:
                 wake = True
         if wake:

@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import msgspec
 from msgspec import Struct, structs
 
+from ..backoff import Delay
 from ..models import pathid
 from ..models.app import MAX_INSTANCES, AppDefinition
 from ..models.deployment import DeploymentPlan
@@ -318,3 +319,30 @@ class StateRepository:
             f = self.codec.decode(e.value, TaskFailure)
             out[f.app_id] = f
         return out
+
+    # -- launch delays (backoff) ------------------------------------------------
+
+    def launch_delays_put(self, delays: list[StoredDelay]) -> Put:
+        """Every app's launch delay in one small value: a new leader goes
+        on with them instead of starting a crash-looping app from zero."""
+        return Put("launch-delays", _encode_delays(delays))
+
+    async def load_launch_delays(self) -> list[StoredDelay]:
+        entry = await self.store.get("launch-delays")
+        if entry is None:
+            return []
+        try:
+            return _decode_delays(entry.value)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            log.warning("stored launch delays unreadable: starting without them")
+            return []
+
+
+class StoredDelay(msgspec.Struct, frozen=True, array_like=True):
+    app_id: str
+    config: str  # lastConfigChangeAt of the app version the delay is for
+    delay: Delay
+
+
+_encode_delays = msgspec.json.Encoder().encode
+_decode_delays = msgspec.json.Decoder(list[StoredDelay]).decode

@@ -152,8 +152,8 @@ class ZooKeeperStore(_Journal, CommitShortcuts):
     it at any time: the election sets it when it wins).  `max_multi_bytes`
     caps a multi (128 KB by default, at most 512 KB); values over
     `compression_threshold` are zlib-compressed; `session_timeout` is
-    kazoo's, and also how long a commit waits for a lost connection to come
-    back.  Opening does no I/O: the session starts on first use or with
+    kazoo's; `operation_timeout` (default: the session timeout) is how long
+    a call waits for a lost connection to come back.  Opening does no I/O: the session starts on first use or with
     `connect()`.
     """
 
@@ -167,6 +167,7 @@ class ZooKeeperStore(_Journal, CommitShortcuts):
         max_value_size: int = DEFAULT_MAX_VALUE_SIZE,
         compression_threshold: int = 64 * 1024,
         session_timeout: float = 10.0,
+        operation_timeout: float | None = None,
         connect_timeout: float = 15.0,
         max_multi_bytes: int = DEFAULT_MULTI_BYTES,
     ) -> None:
@@ -185,6 +186,8 @@ class ZooKeeperStore(_Journal, CommitShortcuts):
         self.max_value_size = max_value_size
         self.compression_threshold = compression_threshold
         self.session_timeout = session_timeout
+        # How long a call waits for a lost connection to come back (--zk_timeout).
+        self.operation_timeout = session_timeout if operation_timeout is None else operation_timeout
         self.connect_timeout = connect_timeout
         self.max_multi_bytes = max_multi_bytes
         self.state = "lost"
@@ -312,8 +315,8 @@ class ZooKeeperStore(_Journal, CommitShortcuts):
         return client
 
     async def _wait_connected(self) -> None:
-        """Wait for the connection to come back, at most `session_timeout`."""
-        with trio.move_on_after(self.session_timeout):
+        """Wait for the connection to come back, at most `operation_timeout`."""
+        with trio.move_on_after(self.operation_timeout):
             while not self._zk().connected:
                 waiter = (trio.Event(), trio.lowlevel.current_trio_token())
                 self._waiters.append(waiter)
@@ -326,7 +329,7 @@ class ZooKeeperStore(_Journal, CommitShortcuts):
                     self._waiters.remove(waiter)
             return
         raise StorageError(
-            f"ZooKeeper {self.hosts} unreachable for {self.session_timeout:g} s"
+            f"ZooKeeper {self.hosts} unreachable for {self.operation_timeout:g} s"
         )
 
     # -- nodes beside the keyspace (<root>/cluster-id, ...) --

@@ -331,3 +331,26 @@ async def test_a_launch_decommissioned_before_it_goes_out_is_withdrawn(autojump_
         killed = {tid for op, tid in order if op == "kill"}
         assert not [tid for op, tid in order if op == "launch" and tid in killed]
         assert m.instances("/svc") == [] and driver.live_task_ids() == []
+
+
+async def test_launch_delays_are_stored_for_the_next_leader(autojump_clock):
+    """A new leader term goes on with a crash-looping app's delay (stored at
+    most a second after it changed), not from zero."""
+    from marathon.services.launch_queue import LaunchQueue
+
+    async with InProcess.start(agents=2) as m:
+        await m.client.post("/v2/apps", json=dict(APP, instances=1, backoffSeconds=10, backoffFactor=2))
+        with trio.fail_after(600):
+            await m.settle()
+        for _ in range(2):
+            (inst,) = m.running("/svc")
+            m.driver.fail([inst.task.task_id])
+            with trio.fail_after(1000):
+                await m.wait_until(lambda: any(i.task.task_id != inst.task.task_id for i in m.running("/svc")))  # noqa: B023
+        await trio.sleep(2)
+        app = m.services.groups.app("/svc")
+        live = m.services.launch_queue
+        successor = LaunchQueue(m.services.tracker, app_lookup=m.services.groups.app, time_ms=live._time_ms,
+                                repo=m.services.repo)
+        await successor.load()
+        assert successor.delay(app) == live.delay(app) and successor.delay(app).current == 20
