@@ -250,6 +250,10 @@ class Config:
         if min(self.zk_session_timeout, self.zk_timeout, self.zk_connection_timeout,
                self.leader_proxy_connection_timeout, self.leader_proxy_read_timeout) <= 0:
             raise ConfigError("--zk_* and --leader_proxy_* timeouts must be positive")
+        if not 0 < self.zk_max_node_size <= 1024000:
+            # ZooKeeper refuses a request above jute.maxbuffer (1 MiB with its header).
+            raise ConfigError(f"--zk_max_node_size must be between 1 and 1024000 with --zk "
+                              f"(ZooKeeper's jute.maxbuffer), got {self.zk_max_node_size}")
 
     @property
     def ha(self) -> bool:

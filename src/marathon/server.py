@@ -569,17 +569,22 @@ async def _after_term(store: Store, cluster_id: str | None, term) -> None:  # ty
         return
     from .storage import backup
 
-    for action, uri in (("backup", request.backup), ("restore", request.restore)):
-        if not uri:
-            continue
+    if request.backup:
         try:
-            if action == "backup":
-                summary = await backup.backup_to_uri(store, uri, cluster_id)
-            else:
-                summary = await backup.restore_from_uri(store, uri)
-            log.info("%s_done uri=%s summary=%s", action, uri, summary)
+            summary = await backup.backup_to_uri(store, request.backup, cluster_id)
+            log.info("backup_done uri=%s summary=%s", request.backup, summary)
         except Exception:
-            log.exception("%s_failed uri=%s", action, uri)
+            log.exception("backup_failed uri=%s", request.backup)
+            if request.restore:
+                # Restoring would replace a state nobody could get back.
+                log.error("restore_skipped uri=%s (the backup before it failed)", request.restore)
+            return
+    if request.restore:
+        try:
+            summary = await backup.restore_from_uri(store, request.restore)
+            log.info("restore_done uri=%s summary=%s", request.restore, summary)
+        except Exception:
+            log.exception("restore_failed uri=%s", request.restore)
 
 
 async def serve(config: Config, *, task_status: trio.TaskStatus = trio.TASK_STATUS_IGNORED) -> None:

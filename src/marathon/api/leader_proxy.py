@@ -3,7 +3,9 @@ forwards it (SPEC.md 11.3, CLUSTER.md 3.10).
 
 - This process leads: the term's app answers.  While the term is
   SUSPENDED (ZooKeeper unreachable) a write is answered 503 with
-  `Retry-After: 1`; reads are served from memory.
+  `Retry-After: 1`; reads are served from memory; the agent protocol
+  (`/internal/`) goes on, so agent streams stay open (the driver holds
+  what it would do until the term resumes or ends).
 - A standby answers `/ping`, `/metrics`, `GET /v2/info` and
   `GET /v2/leader` itself, redirects `/v2/events` (302) and the agents'
   `/internal/` calls (307: the agent subscribes on the leader directly),
@@ -74,7 +76,9 @@ class LeaderFront:
         lead = self.leadership
         app = lead.app
         if app is not None:
-            if lead.suspended and scope["method"] not in _READS:
+            # The agent protocol (/internal/) goes on: agent streams stay
+            # open while suspended, and the driver holds what it would do.
+            if lead.suspended and scope["method"] not in _READS and not scope["path"].startswith("/internal/"):
                 await _answer(send, 503, {"message": "This leader lost its ZooKeeper connection and does not act "
                                           "until it is back (or another master leads); retry"},
                               [(b"retry-after", b"1")], lead)

@@ -118,6 +118,8 @@ class RemoteDriver:
         self._drop_logged = float("-inf")
         self._paused = False
         self._held: list[tuple[str, str | None, proto.ToAgent]] = []
+        self._held_statuses: list[TaskStatus] = []
+        self._update_buffer = update_buffer
 
     # -- the ClusterDriver contract ------------------------------------------------
 
@@ -135,6 +137,7 @@ class RemoteDriver:
         """The term is over: tell every agent (ERROR LEADERSHIP_LOST) and
         close its stream; it finds the next leader and subscribes there."""
         self._held.clear()
+        self._held_statuses.clear()
         for a in self._agents.values():
             if a.send is not None:
                 try:
@@ -145,8 +148,10 @@ class RemoteDriver:
                 self._close_stream(a)
 
     def pause(self) -> None:
-        """Hold every command (not heartbeats) until `resume()`: the term is
-        SUSPENDED and must not act until its fence is verified again."""
+        """Hold every command (not heartbeats) and every status until
+        `resume()`: the term is SUSPENDED and must not act until its fence is
+        verified again.  Agent streams stay open and heartbeats flow both
+        ways, and no agent is judged silent meanwhile."""
         if not self._paused:
             log.warning("agent_commands_held (leadership suspended)")
         self._paused = True
@@ -156,11 +161,18 @@ class RemoteDriver:
             return
         self._paused = False
         held, self._held = self._held, []
-        log.info("agent_commands_released count=%d", len(held))
+        statuses, self._held_statuses = self._held_statuses, []
+        log.info("agent_commands_released count=%d statuses=%d", len(held), len(statuses))
+        # Silence is counted from now: nothing was judged while suspended.
+        now = trio.current_time()
+        for a in self._agents.values():
+            a.last_contact = max(a.last_contact, now)
         for agent_id, stream_id, message in held:
             a = self._agents.get(agent_id)
             if a is not None and a.stream_id == stream_id:
                 self._send(a, message)
+        for status in statuses:
+            self._emit(status)
 
     def agents(self) -> list[AgentInfo]:
         return [a.info for a in self._agents.values()]
@@ -419,6 +431,14 @@ class RemoteDriver:
     # -- inside ----------------------------------------------------------------------
 
     def _emit(self, status: TaskStatus) -> None:
+        if self._paused:
+            # Not applied (nor stored) while suspended; past the buffer the
+            # agents' resending of what is not acked covers the rest.
+            if len(self._held_statuses) < self._update_buffer:
+                self._held_statuses.append(status)
+            else:
+                self.dropped += 1
+            return
         try:
             self._send_updates.send_nowait(status)
         except trio.WouldBlock:
@@ -499,6 +519,11 @@ class RemoteDriver:
             await trio.sleep(cfg.heartbeat_interval)
             now = trio.current_time()
             for a in list(self._agents.values()):
+                if self._paused:
+                    # Suspended: heartbeats only, nobody is judged silent.
+                    if a.state == "REGISTERED":
+                        self._send(a, proto.LeaderHeartbeat(epoch=cfg.epoch, ts=self._time_ms()))
+                    continue
                 silent = now - a.last_contact
                 if a.state == "REGISTERED":
                     if silent > 3 * cfg.heartbeat_interval:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import trio
 from kazoo.client import KazooClient
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
 
 from ..errors import StorageError
 from ..models.leader import LeaderRecord, decode_leader, encode_leader
@@ -61,6 +61,7 @@ class Election:
         self.url = url
         self.leader_path = f"{store.root}/leader"
         self.election_dir = f"{store.root}/leader-election"
+        self._candidate: str | None = None
 
     def _client(self) -> KazooClient:
         client = self.store.kazoo_client
@@ -69,27 +70,41 @@ class Election:
         return client
 
     async def campaign(self) -> Win:
-        """Queue as a candidate and wait until this process leads."""
+        """Queue as a candidate and wait until this process leads.  Trouble
+        with ZooKeeper (a lost connection, an expired session) is waited
+        out: the candidacy goes on with the same node while it exists."""
+        while True:
+            try:
+                return await self._campaign_once()
+            except (KazooException, StorageError, _Vanished) as e:
+                log.warning("candidacy_interrupted error=%r (trying again)", e)
+                await trio.sleep(0.5)
+
+    async def _campaign_once(self) -> Win:
         await self.store.connect()
         client = self._client()
         await trio.to_thread.run_sync(client.ensure_path, self.election_dir)
         await trio.to_thread.run_sync(client.ensure_path, self.leader_path)
-        data = encode_leader(LeaderRecord(epoch=0, id=self.participant_id, url=self.url))
-        while True:
-            candidate = await trio.to_thread.run_sync(functools.partial(
+        candidate = self._candidate
+        if candidate is None or await trio.to_thread.run_sync(client.exists, candidate) is None:
+            data = encode_leader(LeaderRecord(epoch=0, id=self.participant_id, url=self.url))
+            candidate = self._candidate = await trio.to_thread.run_sync(functools.partial(
                 client.create, f"{self.election_dir}/{uuid.uuid4().hex}{_LOCK_MARK}", data,
                 ephemeral=True, sequence=True))
             log.info("candidate path=%s id=%s", candidate, self.participant_id)
-            try:
-                win = await self._queue(candidate)
-            except _Vanished:
-                log.info("candidate_vanished path=%s (session lost): queueing again", candidate)
-                continue
-            except BaseException:
-                with trio.CancelScope(shield=True):
-                    await self._delete(candidate)
-                raise
-            return win
+        try:
+            return await self._queue(candidate)
+        except _Vanished:
+            log.info("candidate_vanished path=%s (session lost): queueing again", candidate)
+            self._candidate = None
+            raise
+        except (KazooException, StorageError):
+            raise  # the node may still be ours: the next attempt goes on with it
+        except BaseException:
+            self._candidate = None
+            with trio.CancelScope(shield=True):
+                await self._delete(candidate)
+            raise
 
     async def _queue(self, candidate: str) -> Win:
         while True:
@@ -187,9 +202,13 @@ class Election:
                 log.debug("fence_watch_error error=%r", e)
                 await trio.sleep(0.5)
                 continue
-            await changed.wait()
+            # Re-read now and then: kazoo drops its watches with the connection.
+            with trio.move_on_after(2.0):
+                await changed.wait()
 
     async def resign(self, win: Win) -> None:
+        if self._candidate == win.candidate:
+            self._candidate = None
         await self._delete(win.candidate)
 
     async def _delete(self, path: str) -> None:

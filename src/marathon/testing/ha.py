@@ -86,9 +86,12 @@ class HACluster:
             return False
 
     def add_agent(self, name: str, *, resources: str = "cpus:8;mem:4096;disk:1000",
-                  ports: str = "21000-21999", extra: Sequence[str] = ()) -> Proc:
+                  ports: str = "21000-21999", by_list: bool = False, extra: Sequence[str] = ()) -> Proc:
+        """An agent that finds the leader in ZooKeeper, or (`by_list`) by
+        trying every master's URL and following the standbys' 307s."""
         host = self.net.add_host(name)
-        argv = ["agent", "--master", self.zk_url, "--secret_file", str(self.secret_file),
+        master = ",".join(self.url(m) for m in self.masters) if by_list else self.zk_url
+        argv = ["agent", "--master", master, "--secret_file", str(self.secret_file),
                 "--work_dir", str(self.tmp / name), "--hostname", host.ip, "--http_port", "5051",
                 "--resources", resources, "--ports", ports, "--logging_level", "debug", *extra]
         agent = Proc(host, argv, self.tmp / f"{name}.log")

@@ -177,3 +177,33 @@ async def test_tasks_expected_on_an_agent_that_it_does_not_report_are_asked_of_i
     assert subscribed.expected_task_ids == ["a.instance-2._app.1"]
     (asked,) = records(stream)
     assert isinstance(asked, proto.Reconcile) and asked.task_ids == ["a.instance-2._app.1"]
+
+
+async def test_while_suspended_nothing_is_judged_or_applied_and_resume_releases_it(autojump_clock):
+    """SUSPENDED (CLUSTER.md 3.3): heartbeats go on, commands and statuses
+    are held, no agent is judged silent; silence counts from the resume."""
+    from marathon.models.instance import TaskStatus
+
+    d = driver()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(d.run)
+        subscribed, stream = d.subscribe(subscribe_msg())
+        d.launch([launch("a.instance-1._app.1")])
+        records(stream)
+        d.pause()
+        d.calls("agent-1", subscribed.stream_id, [proto.Update(updates=[TaskStatus(
+            task_id="a.instance-1._app.1", state="TASK_RUNNING", uuid="u1")])])
+        d.kill(["a.instance-1._app.1"])
+        await trio.sleep(30)  # silent far past the unreachable timeout
+        assert statuses(d) == [], "nothing applied while suspended"
+        sent = records(stream)
+        assert sent and all(isinstance(m, proto.LeaderHeartbeat) for m in sent), "heartbeats only"
+        assert d.agent_views()[0]["state"] == "REGISTERED"
+        d.resume()
+        assert [s.uuid for s in statuses(d)] == ["u1"]
+        assert any(isinstance(m, proto.Kill) for m in records(stream)), "the held kill goes out"
+        await trio.sleep(2)
+        assert d.agent_views()[0]["state"] == "REGISTERED", "silence counts from the resume"
+        await trio.sleep(3)
+        assert d.agent_views()[0]["state"] == "DISCONNECTED"
+        nursery.cancel_scope.cancel()
