@@ -54,26 +54,6 @@ def sleeper(app_id: str, mark: str, n: int, **kw) -> dict:
             "instances": n, "portDefinitions": [], **kw}
 
 
-def pids_by_task(ha: HACluster, app_id: str, mark: str) -> dict[str, int]:
-    """Task id -> the pid of its process as /proc shows it (by the task's
-    MESOS_TASK_ID): the session leader, since a task runs in a session of
-    its own and its children (a shell's `sleep`) carry the same environment."""
-    out: dict[str, int] = {}
-    for pids in ha.processes(mark).values():
-        for pid in pids:
-            try:
-                env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
-                session = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[3])
-            except (OSError, ValueError, IndexError):
-                continue
-            if session != pid:
-                continue
-            for entry in env:
-                if entry.startswith(b"MESOS_TASK_ID="):
-                    out[entry.split(b"=", 1)[1].decode()] = pid
-    return out
-
-
 def settled(ha: HACluster, app_id: str, n: int, mark: str) -> bool:
     return len(ha.running(app_id)) == n and ha.count(mark) == n and not ha.deployments()
 
@@ -134,7 +114,7 @@ def test_leader_kill9_mid_rolling_upgrade_changes_no_task(ha: HACluster) -> None
     app = sleeper("/ha/roll", mark, 200)
     assert ha.any_client().post("/v2/apps", json=app).status_code == 201
     wait_for(lambda: settled(ha, "/ha/roll", 200, mark), timeout=120, message="200 tasks")
-    before = pids_by_task(ha, "/ha/roll", mark)
+    before = ha.task_pids(mark)
     assert len(before) == 200
 
     # Each new task turns healthy 3 s after it starts, 100 at a time: the
@@ -145,20 +125,20 @@ def test_leader_kill9_mid_rolling_upgrade_changes_no_task(ha: HACluster) -> None
                upgradeStrategy={"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0})
     leader = ha.leader()
     assert ha.client(leader).put("/v2/apps/ha/roll", json=new).status_code == 200
-    wait_for(lambda: 0 < len(set(pids_by_task(ha, "/ha/roll", mark)) - set(before)),
+    wait_for(lambda: 0 < len(set(ha.task_pids(mark)) - set(before)),
              timeout=60, message="the upgrade to start new tasks")
-    at_kill = pids_by_task(ha, "/ha/roll", mark)
+    at_kill = ha.task_pids(mark)
     ha.masters[leader].kill9()
 
     successor = ha.wait_leader(other_than=leader, timeout=60)
-    after = pids_by_task(ha, "/ha/roll", mark)
+    after = ha.task_pids(mark)
     # Nothing was restarted: every task alive now was alive with that pid
     # before, unless the upgrade started it after the failover.
     for task_id, pid in at_kill.items():
         if task_id in after:
             assert after[task_id] == pid, task_id
     wait_for(lambda: settled(ha, "/ha/roll", 200, mark), timeout=180, message="the upgrade to finish")
-    final = pids_by_task(ha, "/ha/roll", mark)
+    final = ha.task_pids(mark)
     new_at_kill = {t: p for t, p in at_kill.items() if t not in before}
     assert new_at_kill and all(final.get(t) == p for t, p in new_at_kill.items()), "a new-version task was replaced"
     assert not set(final) & set(before), "an old-version task survived the upgrade"
@@ -170,7 +150,7 @@ def test_abdication_keeps_every_task(ha: HACluster) -> None:
     mark = marker()
     assert ha.any_client().post("/v2/apps", json=sleeper("/ha/abd", mark, 10)).status_code == 201
     wait_for(lambda: settled(ha, "/ha/abd", 10, mark), timeout=60, message="10 tasks")
-    before = pids_by_task(ha, "/ha/abd", mark)
+    before = ha.task_pids(mark)
     leader = ha.leader()
     r = ha.client(leader).delete("/v2/leader")
     assert (r.status_code, r.json()) == (200, {"message": "Leadership abdicated"})
@@ -178,7 +158,7 @@ def test_abdication_keeps_every_task(ha: HACluster) -> None:
     wait_for(lambda: ha.masters[leader].alive() and ha.leaders().get(leader) not in (None, leader),
              timeout=30, message="the old leader to stand by")
     wait_for(lambda: len(ha.running("/ha/abd")) == 10, timeout=60, message="the tasks known to the new leader")
-    assert pids_by_task(ha, "/ha/abd", mark) == before
+    assert ha.task_pids(mark) == before
     assert {t["id"] for t in ha.running("/ha/abd")} == set(before)
 
 
@@ -228,7 +208,7 @@ def test_zookeeper_leader_and_quorum_loss(ha: HACluster) -> None:
     mark = marker()
     assert ha.any_client().post("/v2/apps", json=sleeper("/ha/zk", mark, 5)).status_code == 201
     wait_for(lambda: settled(ha, "/ha/zk", 5, mark), timeout=60, message="5 tasks")
-    before = pids_by_task(ha, "/ha/zk", mark)
+    before = ha.task_pids(mark)
     ens = ha.ensemble
     ens.kill(ens.leader_index())
     ens.wait_quorum()
@@ -247,7 +227,7 @@ def test_zookeeper_leader_and_quorum_loss(ha: HACluster) -> None:
              timeout=60, message="writes to answer 503 without a quorum")
     r = ha.client(leader).put("/v2/apps/ha/zk", json={"instances": 6})
     assert r.status_code == 503 and r.headers.get("retry-after") == "1"
-    assert pids_by_task(ha, "/ha/zk", mark) == before  # tasks run on
+    assert ha.task_pids(mark) == before  # tasks run on
     for i in range(3):
         if ens.pid(i) is None:
             ens.start_node(i)
@@ -255,7 +235,7 @@ def test_zookeeper_leader_and_quorum_loss(ha: HACluster) -> None:
     leader = ha.wait_leader(timeout=90)
     wait_for(lambda: write_ok(6), timeout=90, message="writes once the quorum is back")
     wait_for(lambda: settled(ha, "/ha/zk", 6, mark), timeout=90, message="6 tasks")
-    after = pids_by_task(ha, "/ha/zk", mark)
+    after = ha.task_pids(mark)
     assert all(after.get(t) == p for t, p in before.items()), "a task was restarted"
 
 

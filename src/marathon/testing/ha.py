@@ -192,6 +192,28 @@ class HACluster:
     def count(self, marker: str) -> int:
         return sum(len(p) for p in self.processes(marker).values())
 
+    def task_pids(self, marker: str) -> dict[str, int]:
+        """Task id -> the pid of its process as /proc shows it (by the
+        task's MESOS_TASK_ID): the session leader, since a task runs in a
+        session of its own and its children (a shell's `sleep`) carry the
+        same environment."""
+        out: dict[str, int] = {}
+        for pids in self.processes(marker).values():
+            for pid in pids:
+                try:
+                    with open(f"/proc/{pid}/environ", "rb") as f:
+                        env = f.read().split(b"\0")
+                    with open(f"/proc/{pid}/stat") as f:
+                        session = int(f.read().rsplit(")", 1)[1].split()[3])
+                except (OSError, ValueError, IndexError):
+                    continue
+                if session != pid:
+                    continue
+                for entry in env:
+                    if entry.startswith(b"MESOS_TASK_ID="):
+                        out[entry.split(b"=", 1)[1].decode()] = pid
+        return out
+
     def agent_commands(self) -> list[tuple[str, str, str, int]]:
         """(agent, accepted|refused, type, epoch) of every command each agent logged."""
         out = []

@@ -20,9 +20,10 @@ import json
 import os
 import statistics
 import tempfile
+import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -114,18 +115,20 @@ def s1(
     return out
 
 
-def _burst(m: MarathonProcess, app: dict[str, Any], *, interval: float, timeout: float) -> dict[str, Any]:
+def _burst(m: MarathonProcess, app: dict[str, Any], *, interval: float, timeout: float,
+           watch: MarathonProcess | None = None) -> dict[str, Any]:
     """POST `app` and watch `/v2/apps` every `interval` until all its
     instances run: the clocks, the server's CPU and memory, and the API's
-    latency meanwhile."""
+    latency meanwhile.  `watch`: poll through that master instead (a
+    standby, which forwards to `m`)."""
     assert m.proc is not None
     pid = m.proc.pid
     stamps = _Stamps(app["id"], app["instances"])
-    poller = Poller(f"{m.url}/v2/apps", interval=interval, observe=stamps).start()
+    poller = Poller(f"{(watch or m).url}/v2/apps", interval=interval, observe=stamps).start()
     cpu0 = cpu_seconds(pid)
     t0 = time.perf_counter()
     try:
-        r = m.client.post("/v2/apps", json=app)
+        r = m.client.post("/v2/apps", json=app, timeout=120)
         assert r.status_code == 201, r.text
         post_ms = round((time.perf_counter() - t0) * 1000, 1)
         wait_for(lambda: stamps.running is not None, timeout=timeout, interval=min(0.1, interval),
@@ -178,6 +181,14 @@ def check_placement(m: MarathonProcess, app_id: str, instances: int, agent_cpus:
             "get_tasks_ms": round(took * 1000)}
 
 
+def s2_flags(apps: int, group_apps: int) -> list[str]:
+    """Each POST is a deployment of its own, and they arrive faster than
+    they finish: Marathon's default limit (100 at once) would refuse the
+    burst with 403s, so the scenario raises it, as an operator expecting one
+    would.  Likewise the launch throttle: one token per instance."""
+    return ["--max_running_deployments", str(max(100, apps)), "--launch_tokens", str(max(apps, group_apps, 100))]
+
+
 def s2(
     data_dir: Path,
     *,
@@ -191,64 +202,74 @@ def s2(
     one group POST, each app one instance on simulated agents."""
     master = f"sim://{agents}?cpus=64&mem=262144"
     out: dict[str, Any] = {"apps": apps, "concurrency": concurrency, "group_apps": group_apps}
-    # Each POST is a deployment of its own, and they arrive faster than they
-    # finish: Marathon's default limit (100 at once) would refuse the burst
-    # with 403s, so the scenario raises it, as an operator expecting one would.
-    # Likewise the launch throttle: one token per instance of the scenario.
-    limit = ["--max_running_deployments", str(max(100, apps)), "--launch_tokens", str(max(apps, group_apps, 100))]
-    with _server(data_dir, master, limit) as m:
-        assert m.proc is not None
-        pid = m.proc.pid
-        # Per-app deployment time: from the POST to the deployment gone from
-        # /v2/deployments; watched in one poller, stamped per id.
-        done_at: dict[str, float] = {}
-        pending: dict[str, str] = {}  # deployment id -> app id
+    with _server(data_dir, master, s2_flags(apps, group_apps)) as m:
+        out.update(s2_on(m, apps=apps, concurrency=concurrency, group_apps=group_apps, timeout=timeout))
+    return out
 
-        def observe(now: float, body: Any) -> None:
-            active = {d["id"] for d in body}
+
+def s2_on(m: MarathonProcess, *, apps: int, concurrency: int, group_apps: int, timeout: float,
+          extra_cpu: Callable[[], float] | None = None) -> dict[str, Any]:
+    """S2 against a running server `m` (see `s2`).  `extra_cpu`: another
+    clock of CPU seconds to report beside the server's (ZooKeeper's, say),
+    as `extra_cpu_s` and `group_extra_cpu_s`."""
+    assert m.proc is not None
+    pid = m.proc.pid
+    out: dict[str, Any] = {}
+    # Per-app deployment time: from the POST to the deployment gone from
+    # /v2/deployments; watched in one poller, stamped per id.
+    done_at: dict[str, float] = {}
+    pending: dict[str, str] = {}  # deployment id -> app id
+    lock = threading.Lock()
+
+    def observe(now: float, body: Any) -> None:
+        active = {d["id"] for d in body}
+        with lock:
             for dep_id in list(pending):
                 if dep_id not in active:
                     done_at[pending.pop(dep_id)] = now
 
-        started_at: dict[str, float] = {}
-        poller = Poller(f"{m.url}/v2/deployments", interval=0.02, observe=observe).start()
-        cpu0 = cpu_seconds(pid)
-        t0 = time.perf_counter()
+    started_at: dict[str, float] = {}
+    poller = Poller(f"{m.url}/v2/deployments", interval=0.02, observe=observe).start()
+    cpu0, extra0 = cpu_seconds(pid), extra_cpu() if extra_cpu else 0.0
+    t0 = time.perf_counter()
 
-        def post(i: int, client: httpx.Client) -> None:
-            app_id = f"/s2/app-{i:05d}"
-            started_at[app_id] = time.perf_counter()
-            r = client.post("/v2/apps", json={"id": app_id, "cmd": "sleep 3600", "cpus": 0.1, "mem": 32, "instances": 1})
-            assert r.status_code == 201, r.text
+    def post(i: int, client: httpx.Client) -> None:
+        app_id = f"/s2/app-{i:05d}"
+        started_at[app_id] = time.perf_counter()
+        r = client.post("/v2/apps", json={"id": app_id, "cmd": "sleep 3600", "cpus": 0.1, "mem": 32, "instances": 1})
+        assert r.status_code == 201, r.text
+        with lock:
             pending[r.headers["Marathon-Deployment-Id"]] = app_id
 
-        try:
-            with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
-                clients = [httpx.Client(base_url=m.url, timeout=120) for _ in range(concurrency)]
-                futures = [pool.submit(post, i, clients[i % concurrency]) for i in range(apps)]
-                for f in futures:
-                    f.result()
-                posted = time.perf_counter()
-                for c in clients:
-                    c.close()
-            wait_for(lambda: _running(m, "/s2") >= apps, timeout=timeout, interval=0.05, message=f"{apps} apps running")
-            all_running = time.perf_counter()
-            wait_for(lambda: not pending, timeout=timeout, message="every deployment done")
-        finally:
-            poller.stop()
-        per_app = [done_at[a] - started_at[a] for a in done_at]
-        out["posts_s"] = round(posted - t0, 2)
-        out["running_s"] = round(all_running - t0, 2)
-        out["deployment_p50_ms"] = round(percentile(per_app, 50) * 1000)
-        out["deployment_p99_ms"] = round(percentile(per_app, 99) * 1000)
-        out["cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
-
+    try:
+        with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
+            clients = [httpx.Client(base_url=m.url, timeout=120) for _ in range(concurrency)]
+            futures = [pool.submit(post, i, clients[i % concurrency]) for i in range(apps)]
+            for f in futures:
+                f.result()
+            posted = time.perf_counter()
+            for c in clients:
+                c.close()
+        wait_for(lambda: _running(m, "/s2") >= apps, timeout=timeout, interval=0.05, message=f"{apps} apps running")
+        all_running = time.perf_counter()
+        wait_for(lambda: not pending, timeout=timeout, message="every deployment done")
+    finally:
+        poller.stop()
+    per_app = [done_at[a] - started_at[a] for a in done_at]
+    out["posts_s"] = round(posted - t0, 2)
+    out["running_s"] = round(all_running - t0, 2)
+    out["deployment_p50_ms"] = round(percentile(per_app, 50) * 1000)
+    out["deployment_p99_ms"] = round(percentile(per_app, 99) * 1000)
+    out["cpu_s"] = round(cpu_seconds(pid) - cpu0, 1)
+    if extra_cpu:
+        out["extra_cpu_s"] = round(extra_cpu() - extra0, 1)
+    if group_apps:
         # One group POST of `group_apps` apps.
         group = {"id": "/s2big", "apps": [
             {"id": f"app-{i:05d}", "cmd": "sleep 3600", "cpus": 0.01, "mem": 8, "instances": 1, "portDefinitions": []}
             for i in range(group_apps)
         ]}
-        cpu1 = cpu_seconds(pid)
+        cpu1, extra1 = cpu_seconds(pid), extra_cpu() if extra_cpu else 0.0
         t1 = time.perf_counter()
         r = httpx.post(f"{m.url}/v2/groups", json=group, timeout=timeout)
         assert r.status_code == 201, r.text
@@ -258,9 +279,11 @@ def s2(
         out["group_running_s"] = round(time.perf_counter() - t1, 2)
         m.wait_deployments_done(timeout=timeout)
         out["group_cpu_s"] = round(cpu_seconds(pid) - cpu1, 1)
-        out["peak_rss_mib"] = round(peak_rss_mib(pid))
-        tasks = m.client.get("/v2/tasks").json()["tasks"]
-        assert len(tasks) == apps + group_apps and len({t["id"] for t in tasks}) == len(tasks)
+        if extra_cpu:
+            out["group_extra_cpu_s"] = round(extra_cpu() - extra1, 1)
+    out["peak_rss_mib"] = round(peak_rss_mib(pid))
+    tasks = m.client.get("/v2/tasks", timeout=120).json()["tasks"]
+    assert len(tasks) == apps + group_apps and len({t["id"] for t in tasks}) == len(tasks)
     return out
 
 
