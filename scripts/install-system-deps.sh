@@ -32,6 +32,12 @@ else
 /usr/bin/java default-jre-headless
 /usr/share/java/zookeeper.jar zookeeper
 /usr/share/java/slf4j-simple.jar libslf4j-java
+/usr/sbin/runc runc
+/usr/bin/skopeo skopeo
+/usr/bin/umoci umoci
+/usr/bin/docker-registry docker-registry
+/bin/busybox busybox-static
+/usr/lib/cni/bridge containernetworking-plugins
 "
 fi
 

@@ -83,6 +83,7 @@ from .checkpoint import (
     examine,
     kill_pids,
 )
+from .fetcher import DEFAULT_CACHE_BYTES, Fetcher, FetchError
 from .health import (
     HEALTH_KILL_MESSAGE,
     HEALTH_REASON,
@@ -120,7 +121,7 @@ class _Task:
         "launch", "resources", "sandbox", "state", "state_ts", "message", "reason", "exit_code",
         "pid", "pgid", "start_time", "pidfd", "popen", "cgroup", "adopted", "kill_requested",
         "kill_deadline", "spawned", "exited", "record", "healthy", "health", "health_scope",
-        "health_killed", "quiet_launch", "quiet_kill",
+        "health_killed", "quiet_launch", "quiet_kill", "prepare_scope",
     )
 
     def __init__(self, launch: TaskLaunch, sandbox: Path) -> None:
@@ -155,6 +156,7 @@ class _Task:
         # its own line goes to debug (one summary line is at info).
         self.quiet_launch = False
         self.quiet_kill = False
+        self.prepare_scope: trio.CancelScope | None = None  # fetching its artifacts
 
 
 class WorkDirInUse(RuntimeError):
@@ -324,9 +326,13 @@ class Executor:
         ip_addresses: Sequence[str] = (),
         capabilities: Capabilities = PLAIN_PROCESSES,
         answers: trio.MemorySendChannel[TaskStatus] | None = None,
+        fetcher_cache_bytes: int = DEFAULT_CACHE_BYTES,
+        fetch_concurrency: int = 8,
     ) -> None:
         self.work_dir = work_dir
         self.capabilities = capabilities
+        self.fetcher = Fetcher(work_dir / "fetcher-cache", cache_bytes=fetcher_cache_bytes)
+        self._fetch_limiter = trio.CapacityLimiter(fetch_concurrency)
         # Where answers to reconciliation go, when not with the lifecycle
         # statuses (`marathon agent` journals the latter, not the former).
         self._answers = answers
@@ -485,6 +491,8 @@ class Executor:
             t.kill_deadline = deadline
             if t.health_scope is not None:
                 t.health_scope.cancel()  # no probing once a kill starts
+            if t.prepare_scope is not None:
+                t.prepare_scope.cancel()  # no use fetching for a task nobody wants
             if first:
                 self._set(t, "TASK_KILLING")
             nursery.start_soon(self._kill, t, deadline, first)
@@ -595,6 +603,8 @@ class Executor:
                 t.pidfd = None
 
     async def _start(self, t: _Task) -> bool:
+        if t.launch.fetch and not t.kill_requested and not await self._prepare(t):
+            return False
         if t.kill_requested:
             t.spawned.set()
             self._terminal(t, "TASK_KILLED", "Task killed before it was started")
@@ -617,6 +627,22 @@ class Executor:
             self._set(t, "TASK_STARTING")
             self._set(t, "TASK_RUNNING")
             self._start_health_checks(t, trio.current_time())
+        return True
+
+    async def _prepare(self, t: _Task) -> bool:
+        """The task's artifacts into its sandbox (it stays STAGING meanwhile,
+        so this time counts against the launch timeout; a kill stops it).
+        False when it failed: the task is then TASK_FAILED with the reason."""
+        with trio.CancelScope() as t.prepare_scope:
+            try:
+                await trio.to_thread.run_sync(self.fetcher.fetch_all, t.launch.fetch, t.sandbox,
+                                              abandon_on_cancel=True, limiter=self._fetch_limiter)
+            except (FetchError, OSError) as e:
+                t.spawned.set()
+                message = str(e) if isinstance(e, FetchError) else f"Failed to fetch the task's URIs: {e}"
+                self._terminal(t, "TASK_FAILED", message, LAUNCH_FAILED_REASON)
+                return False
+        t.prepare_scope = None
         return True
 
     def _spawn_share(self, batch: list[_Task], errors: dict[_Task, BaseException]) -> None:
@@ -1142,6 +1168,7 @@ class Executor:
                 self._kill_tree(t, signal.SIGKILL)
         if self.cgroups is not None and not self._live:
             self.cgroups.remove_bases()
+        self.fetcher.close()
 
     async def _recover(self) -> None:
         """Re-adopt checkpointed tasks that still run; report and clean up the rest."""

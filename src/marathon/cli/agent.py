@@ -54,6 +54,9 @@ _FLAGS: list[tuple[str, dict]] = [
     ("zone", {"default": None, "help": "Fault domain zone."}),
     ("cgroups", {"default": "auto", "choices": ["auto", "off"], "help": "cpu/memory limits of tasks through cgroups."}),
     ("spawn_threads", {"default": 8, "type": int, "help": "Worker threads that start tasks."}),
+    ("fetcher_cache_size", {"default": 2 * 1024**3, "type": int,
+                            "help": "Bytes of fetched URIs (those with cache: true) kept for later tasks "
+                                    "(Mesos' --fetcher_cache_size)."}),
     ("logging_level", {"default": "info", "help": "off, error, warn, info, debug."}),
     ("simulate", {"action": "store_true", "default": False,
                   "help": "Run no process: tasks are simulated (RUNNING at once), for benchmarks of the protocol."}),
@@ -157,6 +160,7 @@ def main(argv: list[str]) -> int:
 
 
 async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> None:  # type: ignore[no-untyped-def]
+    import dataclasses
     import signal
 
     import trio
@@ -185,7 +189,8 @@ async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> N
         executor = Executor(
             work_dir, agent_id=meta.agent_id, send=status_send, answers=answer_send, cgroups=ns.cgroups,
             kill_tasks_on_exit=False, spawn_concurrency=ns.spawn_threads, ip_addresses=[hostname],
-            capabilities=PLAIN_PROCESSES,
+            capabilities=dataclasses.replace(PLAIN_PROCESSES, fetch=True),
+            fetcher_cache_bytes=ns.fetcher_cache_size,
         )
     address = ns.http_address or hostname
     endpoint = f"http://{address}:{ns.http_port}"

@@ -112,8 +112,8 @@ class LocalDriver:
             kill_tasks_on_exit=kill_tasks_on_exit, sandbox_max_age=sandbox_max_age,
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
             health_check_concurrency=health_check_concurrency,
-            # Plain processes on this host, with the GPUs it has.
-            capabilities=dataclasses.replace(PLAIN_PROCESSES, gpus=int(self._total.gpus)),
+            # Processes on this host with their artifacts fetched, and the GPUs it has.
+            capabilities=dataclasses.replace(PLAIN_PROCESSES, fetch=True, gpus=int(self._total.gpus)),
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -207,17 +207,17 @@ async def test_a_launch_arriving_after_its_kill_never_starts(start_agent, tmp_pa
 
 
 async def test_a_launch_asking_for_what_the_agent_cannot_give_starts_nothing(start_agent, tmp_path):
-    from marathon.models.launch import ContainerSpec, FetchUri
+    from marathon.models.launch import ContainerSpec, NetworkSpec
 
     driver, rec = await start_agent()
     t = make_task(driver.agent_id, command="cat /etc/os-release",
                   container=ContainerSpec(type="DOCKER", image="alpine"),
-                  fetch=[FetchUri(uri="http://127.0.0.1:9/a.tgz")])
+                  networks=[NetworkSpec(mode="container", name="no-such-net")])
     driver.launch([t])
     failed = await rec.terminal(t.task_id)
     assert rec.states(t.task_id) == ["TASK_FAILED"]
     assert failed.reason == "REASON_CONTAINER_LAUNCH_FAILED"
-    assert "container image 'alpine'" in failed.message and "http://127.0.0.1:9/a.tgz" in failed.message
+    assert "container image 'alpine'" in failed.message and "'no-such-net'" in failed.message
     assert not sandbox_of(tmp_path / "agent", t.task_id).exists()
     assert driver.executor.allocated.cpus == 0
     driver.reconcile([t.task_id])
