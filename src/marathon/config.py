@@ -138,6 +138,9 @@ class Config:
     agent_ports: str = field(default="31000-32000", metadata={"help": "Embedded agent host port ranges, e.g. '31000-32000,33000-33100'."})
     agent_attributes: str | None = field(default=None, metadata={"help": "Embedded agent attributes 'rack:r1;zone_id:3' (used by constraints)."})
     agent_cgroups: str = field(default="auto", metadata={"help": "auto | off: cpu/memory limits of tasks through cgroups."})
+    agent_oci_runtime: str = field(default="runc", metadata={"help": "The OCI runtime that runs the embedded agent's tasks with an image (runc); none: run no images."})
+    agent_insecure_registries: str | None = field(default=None, metadata={"help": "host:port of registries the embedded agent pulls from in plain HTTP, comma-separated (loopback registries always are)."})
+    agent_docker_config: str | None = field(default=None, metadata={"help": "A docker config.json with registry credentials for the embedded agent's pulls."})
     agent_spawn_threads: int = field(default=8, metadata={"help": "Worker threads that start the embedded agent's tasks (a burst goes to them in shares of up to 32)."})
     # -- remote agents (ours; CLUSTER.md 3.4-3.8) ------------------------------
     agent_secret_file: str | None = field(default=None, metadata={"help": "File holding the shared secret `marathon agent` processes present (at least 16 bytes). Without it no remote agent is accepted."})

@@ -245,6 +245,10 @@ def _local_driver(config: Config, time_ms: Callable[[], int]) -> LocalDriver:
         cgroups=config.agent_cgroups,
         spawn_concurrency=config.agent_spawn_threads,
         time_ms=time_ms,
+        oci_runtime=config.agent_oci_runtime,
+        insecure_registries=tuple(r.strip() for r in (config.agent_insecure_registries or "").split(",")
+                                  if r.strip()),
+        docker_config=Path(config.agent_docker_config) if config.agent_docker_config else None,
     )
 
 

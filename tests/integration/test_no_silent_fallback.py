@@ -34,10 +34,12 @@ def _apps(marker: str) -> dict[str, tuple[dict, str]]:
     base = {"cmd": cmd, "cpus": 0.01, "mem": 8, "instances": 1, "backoffSeconds": 1,
             "backoffFactor": 1.0}
     return {
-        "/docker": ({**base, "container": {"type": "DOCKER", "docker": {"image": "alpine"}}},
-                    "container image 'alpine'"),
-        "/mesos-image": ({**base, "container": {"type": "MESOS", "docker": {"image": "busybox:1.36"}}},
-                         "container image 'busybox:1.36'"),
+        # Images are pulled for real now (tests/integration/test_containers.py):
+        # from a registry that is not there, the pull fails and nothing runs.
+        "/docker": ({**base, "container": {"type": "DOCKER", "docker": {"image": "127.0.0.1:9/alpine"}}},
+                    "Failed to pull image '127.0.0.1:9/alpine'"),
+        "/mesos-image": ({**base, "container": {"type": "MESOS", "docker": {"image": "127.0.0.1:9/busybox:1.36"}}},
+                         "Failed to pull image '127.0.0.1:9/busybox:1.36'"),
         # Fetched for real now: the fetch itself fails, and nothing runs.
         "/fetch": ({**base, "fetch": [{"uri": "http://127.0.0.1:9/nothing-here.tgz"}]},
                    "Failed to fetch 'http://127.0.0.1:9/nothing-here.tgz': ConnectError"),
@@ -82,7 +84,7 @@ def test_what_the_agent_cannot_provide_fails_the_launch_and_never_runs_on_the_ho
     for app_id, (_, named) in apps.items():
         failure = seen[app_id]
         assert failure["state"] == "TASK_FAILED", (app_id, failure)
-        if not named.startswith("Failed to fetch"):
+        if not named.startswith(("Failed to fetch", "Failed to pull")):
             assert failure["message"].startswith("Cannot launch the task: it asks for"), (app_id, failure)
         assert named in failure["message"], (app_id, failure["message"])
     # Each kept failing with backoff, and not once did its command run.
@@ -96,7 +98,7 @@ def test_what_the_agent_cannot_provide_fails_the_launch_and_never_runs_on_the_ho
     # The definitions stay as they were accepted.
     assert m.client.get("/v2/apps/stateful/persistent").json()["app"]["residency"]
     docker = m.client.get("/v2/apps/docker").json()["app"]
-    assert docker["container"]["docker"]["image"] == "alpine"
+    assert docker["container"]["docker"]["image"] == "127.0.0.1:9/alpine"
     assert ps_count(marker) == 0
 
 

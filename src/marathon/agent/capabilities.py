@@ -48,6 +48,14 @@ class Capabilities:
 PLAIN_PROCESSES = Capabilities()
 """An agent that runs commands as processes on its host, and nothing more."""
 
+IMAGE_RUNTIMES = frozenset({"MESOS", "DOCKER"})  # one OCI runtime runs both (agent/oci.py)
+
+
+def agent_capabilities(*, images: bool, gpus: int = 0) -> Capabilities:
+    """What a real agent (embedded or `marathon agent`) gives today:
+    processes with their artifacts, images when it has a runtime."""
+    return Capabilities(image_runtimes=IMAGE_RUNTIMES if images else frozenset(), fetch=True, gpus=gpus)
+
 
 def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
     """Why this agent cannot run `launch` as asked, or None if it can.

@@ -45,6 +45,7 @@ from __future__ import annotations
 import collections
 import errno
 import fcntl
+import functools
 import logging
 import os
 import pwd
@@ -93,6 +94,8 @@ from .health import (
     command_context,
     describe_exit,
 )
+from .images import Image, ImageError, ImageStore
+from .oci import ContainerError, OciRuntime
 
 log = logging.getLogger("marathon.agent")
 
@@ -121,7 +124,7 @@ class _Task:
         "launch", "resources", "sandbox", "state", "state_ts", "message", "reason", "exit_code",
         "pid", "pgid", "start_time", "pidfd", "popen", "cgroup", "adopted", "kill_requested",
         "kill_deadline", "spawned", "exited", "record", "healthy", "health", "health_scope",
-        "health_killed", "quiet_launch", "quiet_kill", "prepare_scope",
+        "health_killed", "quiet_launch", "quiet_kill", "prepare_scope", "image",
     )
 
     def __init__(self, launch: TaskLaunch, sandbox: Path) -> None:
@@ -156,7 +159,8 @@ class _Task:
         # its own line goes to debug (one summary line is at info).
         self.quiet_launch = False
         self.quiet_kill = False
-        self.prepare_scope: trio.CancelScope | None = None  # fetching its artifacts
+        self.prepare_scope: trio.CancelScope | None = None  # fetching its artifacts, pulling its image
+        self.image: Image | None = None  # the image it runs, once pulled
 
 
 class WorkDirInUse(RuntimeError):
@@ -328,11 +332,18 @@ class Executor:
         answers: trio.MemorySendChannel[TaskStatus] | None = None,
         fetcher_cache_bytes: int = DEFAULT_CACHE_BYTES,
         fetch_concurrency: int = 8,
+        images: ImageStore | None = None,
+        oci: OciRuntime | None = None,
+        image_gc_age: float = 3600.0,
     ) -> None:
         self.work_dir = work_dir
         self.capabilities = capabilities
         self.fetcher = Fetcher(work_dir / "fetcher-cache", cache_bytes=fetcher_cache_bytes)
         self._fetch_limiter = trio.CapacityLimiter(fetch_concurrency)
+        # Container images and their runtime (both or neither): see oci.py.
+        self.images = images
+        self.oci = oci
+        self._image_gc_age = image_gc_age
         # Where answers to reconciliation go, when not with the lifecycle
         # statuses (`marathon agent` journals the latter, not the former).
         self._answers = answers
@@ -603,7 +614,7 @@ class Executor:
                 t.pidfd = None
 
     async def _start(self, t: _Task) -> bool:
-        if t.launch.fetch and not t.kill_requested and not await self._prepare(t):
+        if (t.launch.fetch or _image_of(t.launch)) and not t.kill_requested and not await self._prepare(t):
             return False
         if t.kill_requested:
             t.spawned.set()
@@ -630,16 +641,26 @@ class Executor:
         return True
 
     async def _prepare(self, t: _Task) -> bool:
-        """The task's artifacts into its sandbox (it stays STAGING meanwhile,
-        so this time counts against the launch timeout; a kill stops it).
-        False when it failed: the task is then TASK_FAILED with the reason."""
+        """The task's image pulled and its artifacts in its sandbox (it stays
+        STAGING meanwhile, so this time counts against the launch timeout; a
+        kill stops it).  False when it failed: the task is then TASK_FAILED
+        with the reason."""
+        launch = t.launch
         with trio.CancelScope() as t.prepare_scope:
             try:
-                await trio.to_thread.run_sync(self.fetcher.fetch_all, t.launch.fetch, t.sandbox,
-                                              abandon_on_cancel=True, limiter=self._fetch_limiter)
-            except (FetchError, OSError) as e:
+                image = _image_of(launch)
+                if image is not None:
+                    assert self.images is not None  # refusal() let it through
+                    force = bool(launch.container and launch.container.force_pull_image)
+                    t.image = await trio.to_thread.run_sync(
+                        functools.partial(self.images.get, image, force_pull=force),
+                        abandon_on_cancel=True, limiter=self._fetch_limiter)
+                if launch.fetch:
+                    await trio.to_thread.run_sync(self.fetcher.fetch_all, launch.fetch, t.sandbox,
+                                                  abandon_on_cancel=True, limiter=self._fetch_limiter)
+            except (FetchError, ImageError, OSError) as e:
                 t.spawned.set()
-                message = str(e) if isinstance(e, FetchError) else f"Failed to fetch the task's URIs: {e}"
+                message = str(e) if not isinstance(e, OSError) else f"Failed to prepare the task: {e}"
                 self._terminal(t, "TASK_FAILED", message, LAUNCH_FAILED_REASON)
                 return False
         t.prepare_scope = None
@@ -693,6 +714,8 @@ class Executor:
 
     def _plan(self, t: _Task) -> _Plan:
         """How `t` is to be started; creates its cgroup (runs in a worker thread)."""
+        if t.image is not None:
+            return self._container_plan(t)
         launch = t.launch
         env = task_env(launch, t.sandbox)
         argv, executable = _command(launch, env, t.sandbox)
@@ -713,6 +736,27 @@ class Executor:
                 user_kw = {}
             argv, executable = Cgroups.join_argv(t.cgroup, argv), None
         return _Plan(argv, executable, env, user_kw, launch.shell)
+
+    def _container_plan(self, t: _Task) -> _Plan:
+        """`runc run` of the task's bundle, in the task's cgroup when there
+        is one (the container's nests below it and inherits its limits)."""
+        assert self.oci is not None and t.image is not None
+        launch = t.launch
+        if self.cgroups is not None:
+            try:
+                t.cgroup = self.cgroups.create(launch)
+            except OSError as e:
+                raise SpawnError(f"Failed to launch task: cannot create its cgroup: {e}") from e
+        try:
+            container = self.oci.prepare(launch, t.sandbox, t.image, dict(launch.env), limits=t.cgroup is None)
+        except ContainerError as e:
+            raise SpawnError(str(e)) from None
+        argv = container.argv
+        if t.cgroup is not None:
+            argv = Cgroups.join_argv(t.cgroup, argv)
+        # runc's own environment (the container's is in its config.json).
+        env = {"PATH": DEFAULT_PATH, "MESOS_TASK_ID": launch.task_id, "MESOS_SANDBOX": str(t.sandbox)}
+        return _Plan(argv, None, env, {}, False)
 
     def _spawn_one(self, t: _Task, plan: _Plan) -> None:
         """Start one task on its own: Popen, or the compiled spawn for one."""
@@ -794,6 +838,12 @@ class Executor:
         rc = _reap_leader(t)
         t.popen = None
         oom, peak = Cgroups.memory_report(t.cgroup) if t.cgroup else (False, None)
+        if not oom and t.cgroup is not None and _image_of(t.launch):
+            oom = _container_oom(rc, peak, t.cgroup)
+        if self.oci is not None and _image_of(t.launch):
+            # What runc left (a container whose runc was killed, its cgroup,
+            # the overlay): gone before the task's cgroup can be removed.
+            await trio.to_thread.run_sync(self.oci.cleanup, t.launch.task_id)
         await self._drain(t)
         exit_code = None if rc is None else (128 - rc if rc < 0 else rc)
         if t.kill_requested and t.health_killed:
@@ -849,6 +899,9 @@ class Executor:
         with trio.move_on_at(deadline):
             await t.exited.wait()
         if not t.exited.is_set() and t.kill_deadline == deadline:
+            if self.oci is not None and _image_of(t.launch):
+                # runc cannot pass a SIGKILL on to the container: ask it to.
+                await trio.to_thread.run_sync(self.oci.kill, t.launch.task_id, "KILL")
             self._kill_tree(t, signal.SIGKILL)
 
     # -- health checks -----------------------------------------------------------------
@@ -1054,6 +1107,12 @@ class Executor:
             if time.monotonic() - last_gc >= 30.0:
                 last_gc = time.monotonic()
                 await trio.to_thread.run_sync(self.collect_garbage, self._gc_spared())
+                if self.images is not None and self.oci is not None:
+                    await trio.to_thread.run_sync(self._collect_images)
+
+    def _collect_images(self) -> None:
+        assert self.images is not None and self.oci is not None
+        self.images.collect(self.oci.live_rootfs(), max_age=self._image_gc_age)
 
     def _gc_spared(self) -> set[str]:
         """Sandboxes the GC must leave: live tasks', and ended tasks' whose
@@ -1266,6 +1325,22 @@ def _reap_leader(t: _Task) -> int | None:
 
 
 # -- how a task is started -----------------------------------------------------------
+
+
+def _container_oom(rc: int | None, peak: int | None, cg: TaskCgroup) -> bool:
+    """Whether a container was killed for memory.  The kernel counts a
+    cgroup v1 OOM kill in the victim's own cgroup, the container's, which
+    runc removes as it exits; what the task's cgroup keeps is its peak use.
+    A SIGKILL (runc exits 137) with the peak at the limit is the OOM."""
+    limit = cg.mem_limit_mib
+    if rc not in (137, -signal.SIGKILL) or peak is None or not limit:
+        return False
+    return peak >= limit * 1024 * 1024 * 0.98
+
+
+def _image_of(launch: TaskLaunch) -> str | None:
+    c = launch.container
+    return None if c is None else c.image
 
 
 def task_env(launch: TaskLaunch, sandbox: Path) -> dict[str, str]:

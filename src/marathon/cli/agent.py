@@ -54,6 +54,11 @@ _FLAGS: list[tuple[str, dict]] = [
     ("zone", {"default": None, "help": "Fault domain zone."}),
     ("cgroups", {"default": "auto", "choices": ["auto", "off"], "help": "cpu/memory limits of tasks through cgroups."}),
     ("spawn_threads", {"default": 8, "type": int, "help": "Worker threads that start tasks."}),
+    ("oci_runtime", {"default": "runc", "help": "The OCI runtime that runs tasks with an image (runc; crun needs "
+                                              "cgroups without controllers on cgroup2); none: run no images."}),
+    ("insecure_registries", {"default": None, "help": "host:port of registries spoken to in plain HTTP, "
+                                                    "comma-separated (loopback registries always are)."}),
+    ("docker_config", {"default": None, "help": "A docker config.json with registry credentials for pulls."}),
     ("fetcher_cache_size", {"default": 2 * 1024**3, "type": int,
                             "help": "Bytes of fetched URIs (those with cache: true) kept for later tasks "
                                     "(Mesos' --fetcher_cache_size)."}),
@@ -160,16 +165,16 @@ def main(argv: list[str]) -> int:
 
 
 async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> None:  # type: ignore[no-untyped-def]
-    import dataclasses
     import signal
 
     import trio
 
     from .. import httpserver
-    from ..agent.capabilities import PLAIN_PROCESSES
+    from ..agent.capabilities import agent_capabilities
     from ..agent.daemon import AgentDaemon, DaemonConfig, load_meta
     from ..agent.executor import Executor
     from ..agent.files import files_app
+    from ..agent.oci import image_support
     from ..agent.simulated import SimulatedExecutor
     from ..models.agent import ports_in
     from ..models.instance import TaskStatus
@@ -186,11 +191,15 @@ async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> N
     if ns.simulate:
         executor = SimulatedExecutor(work_dir, agent_id=meta.agent_id, send=status_send, answers=answer_send)
     else:
+        images, oci = image_support(
+            work_dir, runtime=ns.oci_runtime,
+            insecure_registries=tuple(r.strip() for r in (ns.insecure_registries or "").split(",") if r.strip()),
+            auth_file=Path(ns.docker_config) if ns.docker_config else None)
         executor = Executor(
             work_dir, agent_id=meta.agent_id, send=status_send, answers=answer_send, cgroups=ns.cgroups,
             kill_tasks_on_exit=False, spawn_concurrency=ns.spawn_threads, ip_addresses=[hostname],
-            capabilities=dataclasses.replace(PLAIN_PROCESSES, fetch=True),
-            fetcher_cache_bytes=ns.fetcher_cache_size,
+            capabilities=agent_capabilities(images=oci is not None),
+            fetcher_cache_bytes=ns.fetcher_cache_size, images=images, oci=oci,
         )
     address = ns.http_address or hostname
     endpoint = f"http://{address}:{ns.http_port}"

@@ -18,7 +18,6 @@ restarted `marathon serve` re-adopt the tasks that outlived it.
 
 from __future__ import annotations
 
-import dataclasses
 import ipaddress
 import logging
 import socket
@@ -29,9 +28,10 @@ from typing import Literal
 import trio
 
 from ..agent import machine
-from ..agent.capabilities import PLAIN_PROCESSES
+from ..agent.capabilities import agent_capabilities
 from ..agent.checkpoint import load_or_create_agent_id
 from ..agent.executor import Executor, now_ms
+from ..agent.oci import image_support
 from ..models.agent import AgentInfo, Attribute, Offer, PortRange, ports_in
 from ..models.instance import TaskStatus
 from ..models.launch import TaskLaunch
@@ -88,6 +88,9 @@ class LocalDriver:
         update_buffer: int = 100_000,
         spawn_concurrency: int = 8,
         health_check_concurrency: int = 256,
+        oci_runtime: str = "runc",
+        insecure_registries: tuple[str, ...] = (),
+        docker_config: Path | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -107,13 +110,15 @@ class LocalDriver:
         self._attributes = {a.name: a.render() for a in attributes}
         self._bound_ports = machine.ListeningPorts(ttl=1.0)
         send, self.updates = trio.open_memory_channel[TaskStatus](update_buffer)
+        images, oci = image_support(self.work_dir, runtime=oci_runtime, insecure_registries=insecure_registries,
+                                    auth_file=docker_config)
         self.executor = Executor(
             self.work_dir, agent_id=self.agent_id, send=send, time_ms=time_ms, cgroups=cgroups,
             kill_tasks_on_exit=kill_tasks_on_exit, sandbox_max_age=sandbox_max_age,
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
             health_check_concurrency=health_check_concurrency,
-            # Processes on this host with their artifacts fetched, and the GPUs it has.
-            capabilities=dataclasses.replace(PLAIN_PROCESSES, fetch=True, gpus=int(self._total.gpus)),
+            capabilities=agent_capabilities(images=oci is not None, gpus=int(self._total.gpus)),
+            images=images, oci=oci,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:

@@ -209,7 +209,7 @@ async def test_a_launch_arriving_after_its_kill_never_starts(start_agent, tmp_pa
 async def test_a_launch_asking_for_what_the_agent_cannot_give_starts_nothing(start_agent, tmp_path):
     from marathon.models.launch import ContainerSpec, NetworkSpec
 
-    driver, rec = await start_agent()
+    driver, rec = await start_agent(oci_runtime="none")  # an agent without an image runtime
     t = make_task(driver.agent_id, command="cat /etc/os-release",
                   container=ContainerSpec(type="DOCKER", image="alpine"),
                   networks=[NetworkSpec(mode="container", name="no-such-net")])

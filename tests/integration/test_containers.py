@@ -1,0 +1,167 @@
+"""Apps with an image, run for real: busybox images built here (umoci),
+served by Debian's docker-registry on 127.0.0.1 or given as a
+docker-archive tarball, pulled by the embedded agent (skopeo), run with
+runc.  What runs is read from /proc and the sandbox, not only the API."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+from marathon.agent.cgroups import detect
+from marathon.testing import wait_for
+from marathon.testing.registry import Registry, build_busybox, docker_archive, images_installed
+
+from .conftest import pids_matching
+
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
+    pytest.mark.skipif(bool(images_installed()), reason=f"missing: {images_installed()}"),
+]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """(registry address, busybox ref, entrypoint-image ref, docker-archive path)."""
+    d = tmp_path_factory.mktemp("images")
+    plain = build_busybox(d / "plain", env={"GREETING": "from-the-image"}, workdir="/root")
+    entry = build_busybox(d / "entry", entrypoint=["/bin/echo", "entrypoint says"], cmd=["the default cmd"])
+    with Registry(d / "registry") as reg:
+        yield (reg.address, reg.push(plain, "test/busybox:1"), reg.push(entry, "test/echo:1"),
+               docker_archive(plain, d / "busybox.tar", "test/busybox:1"))
+
+
+def _marker() -> str:
+    return f"3600.{random.randrange(10**8, 10**9)}"
+
+
+def _sandbox(m, app_id: str) -> Path:
+    (task,) = m.tasks(app_id)
+    return m.data_dir / "agent" / "sandboxes" / task["id"]
+
+
+def _mounted(text: str) -> bool:
+    with open("/proc/self/mountinfo") as f:
+        return text in f.read()
+
+
+def test_an_app_with_an_image_sees_the_image_and_not_the_host(marathon, images):
+    _, ref, _, _ = images
+    marker = _marker()
+    c = marathon.client
+    r = c.post("/v2/apps", json={
+        "id": "/img/plain", "cpus": 0.1, "mem": 64,
+        "cmd": f"cat /etc/os-release; echo greeting=$GREETING sandbox=$MESOS_SANDBOX cwd=$(pwd); "
+               f"echo written > $MESOS_SANDBOX/out.txt; exec sleep {marker}",
+        "container": {"type": "MESOS", "docker": {"image": ref}}})
+    assert r.status_code == 201, r.text
+    wait_for(lambda: len(pids_matching(f"sleep {marker}")) == 1, timeout=60, message="the container's sleep")
+    wait_for(lambda: [t["state"] for t in marathon.tasks("/img/plain")] == ["TASK_RUNNING"], timeout=30,
+             message="TASK_RUNNING")
+    sandbox = _sandbox(marathon, "/img/plain")
+    wait_for(lambda: (sandbox / "out.txt").exists(), timeout=30, message="the file written in the sandbox")
+    stdout = (sandbox / "stdout").read_text()
+    assert 'NAME="Marathon test busybox"' in stdout and "Debian" not in stdout
+    assert "greeting=from-the-image sandbox=/mnt/mesos/sandbox cwd=/root" in stdout
+    (pid,) = pids_matching(f"sleep {marker}")
+    with open(f"/proc/{pid}/status") as f:
+        nspid = [line for line in f if line.startswith("NSpid:")][0].split()
+    assert nspid[-1] == "1", "the command is the container's first process, in its own pid namespace"
+    task_id = marathon.tasks("/img/plain")[0]["id"]
+    assert _mounted(f"/containers/{task_id}/rootfs")
+    # Scaled to zero: runc passes the SIGTERM on; the container and its mount go.
+    assert c.put("/v2/apps/img/plain", json={"instances": 0}).status_code == 200
+    wait_for(lambda: not pids_matching(f"sleep {marker}"), timeout=60, message="the container to stop")
+    wait_for(lambda: not _mounted(f"/containers/{task_id}/rootfs"), timeout=30, message="the overlay unmounted")
+
+
+def test_docker_args_go_to_the_entrypoint_and_an_archive_runs_too(marathon, images):
+    _, _, echo_ref, archive = images
+    c = marathon.client
+    marker = _marker()
+    assert c.post("/v2/apps", json={
+        "id": "/img/args", "cpus": 0.1, "mem": 32, "args": ["hello", "args"],
+        "container": {"type": "DOCKER", "docker": {"image": echo_ref}}}).status_code == 201
+    assert c.post("/v2/apps", json={
+        "id": "/img/default", "cpus": 0.1, "mem": 32,
+        "container": {"type": "DOCKER", "docker": {"image": echo_ref}}}).status_code == 201
+    assert c.post("/v2/apps", json={
+        "id": "/img/archive", "cpus": 0.1, "mem": 32, "cmd": f"cat /etc/os-release; exec sleep {marker}",
+        "container": {"type": "MESOS", "docker": {"image": f"file://{archive}"}}}).status_code == 201
+
+    def said(app_id: str, text: str) -> bool:
+        tasks = marathon.tasks(app_id)
+        if tasks:
+            path = marathon.data_dir / "agent" / "sandboxes" / tasks[0]["id"] / "stdout"
+            return path.exists() and text in path.read_text()
+        failure = c.get(f"/v2/apps{app_id}").json()["app"].get("lastTaskFailure")
+        return bool(failure and failure["state"] == "TASK_FINISHED" and text in
+                    (marathon.data_dir / "agent" / "sandboxes" / failure["taskId"] / "stdout").read_text())
+
+    wait_for(lambda: said("/img/args", "entrypoint says hello args"), timeout=60, message="entrypoint + args")
+    wait_for(lambda: said("/img/default", "entrypoint says the default cmd"), timeout=60,
+             message="entrypoint + CMD")
+    wait_for(lambda: len(pids_matching(f"sleep {marker}")) == 1, timeout=60, message="the archive's container")
+    assert "Marathon test busybox" in (_sandbox(marathon, "/img/archive") / "stdout").read_text()
+
+
+def test_a_missing_image_fails_with_the_registrys_answer_and_runs_nothing(marathon, images):
+    address, _, _, _ = images
+    marker = _marker()
+    c = marathon.client
+    assert c.post("/v2/apps", json={
+        "id": "/img/missing", "cpus": 0.1, "mem": 32, "cmd": f"sleep {marker}", "backoffSeconds": 1,
+        "container": {"type": "DOCKER", "docker": {"image": f"{address}/test/nothing:1"}}}).status_code == 201
+    failure = wait_for(lambda: c.get("/v2/apps/img/missing").json()["app"].get("lastTaskFailure"), timeout=60,
+                       message="the failed pull reported")
+    assert failure["state"] == "TASK_FAILED"
+    assert failure["message"].startswith(f"Failed to pull image '{address}/test/nothing:1': ")
+    assert "manifest unknown" in failure["message"]
+    assert not pids_matching(f"sleep {marker}")
+
+
+def test_the_memory_limit_holds_and_an_oom_says_so(marathon, images):
+    cg, why = detect("marathon-probe")
+    if cg is None:
+        pytest.skip(f"no cgroups here: {why}")
+    cg.remove_bases()
+    _, ref, _, _ = images
+    c = marathon.client
+    assert c.post("/v2/apps", json={
+        "id": "/img/oom", "cpus": 0.1, "mem": 32, "backoffSeconds": 60,
+        "cmd": "dd if=/dev/zero of=/dev/null bs=100M count=1",
+        "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
+    failure = wait_for(lambda: c.get("/v2/apps/img/oom").json()["app"].get("lastTaskFailure"), timeout=60,
+                       message="the OOM reported")
+    assert failure["state"] == "TASK_FAILED"
+    assert failure["message"].startswith("Memory limit exceeded: Requested: 32MB"), failure
+
+
+def test_a_container_outlives_a_crash_of_the_server_and_is_adopted_again(marathon_factory, images):
+    """kill -9 of `marathon serve`: the container runs on (its runc is the
+    task's process); the restarted server re-adopts it (same task, same
+    pid), and stopping it later cleans the container up."""
+    _, ref, _, _ = images
+    m = marathon_factory("crash").start()
+    marker = _marker()
+    assert m.client.post("/v2/apps", json={
+        "id": "/img/crash", "cpus": 0.1, "mem": 32, "cmd": f"exec sleep {marker}",
+        "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
+    wait_for(lambda: len(pids_matching(f"sleep {marker}")) == 1, timeout=60, message="the container")
+    wait_for(lambda: [t["state"] for t in m.tasks("/img/crash")] == ["TASK_RUNNING"], timeout=30,
+             message="TASK_RUNNING")
+    (task,) = m.tasks("/img/crash")
+    before = pids_matching(f"sleep {marker}")
+    m.kill()
+    assert pids_matching(f"sleep {marker}") == before, "the container runs on without the server"
+    m.start()
+    wait_for(lambda: [t["id"] for t in m.running_tasks("/img/crash")] == [task["id"]], timeout=60,
+             message="the same task running after the restart")
+    assert pids_matching(f"sleep {marker}") == before
+    assert m.client.put("/v2/apps/img/crash", json={"instances": 0}).status_code == 200
+    wait_for(lambda: not pids_matching(f"sleep {marker}"), timeout=60, message="the container to stop")
+    wait_for(lambda: not _mounted(f"/containers/{task['id']}/rootfs"), timeout=30, message="the overlay unmounted")
