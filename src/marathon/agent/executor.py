@@ -43,31 +43,18 @@ A task launched with a `health_check` is probed next to it once RUNNING
 from __future__ import annotations
 
 import collections
-import errno
 import fcntl
-import functools
 import logging
 import os
-import pwd
-import re
 import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NamedTuple, NoReturn
+from typing import NoReturn
 
 import trio
-
-try:
-    if os.environ.get("MARATHON_PUREPYTHON", "") in ("1", "true", "yes"):
-        raise ImportError("MARATHON_PUREPYTHON")
-    from ._spawn import spawn as _posix_spawn
-    from ._spawn import spawn_many as _spawn_many
-except ImportError:  # not compiled, or the pure-Python run: Popen does the job
-    _posix_spawn = None
-    _spawn_many = None
 
 from ..config import LOG_EACH_TASK_UP_TO
 from ..models.instance import TaskStatus
@@ -84,7 +71,7 @@ from .checkpoint import (
     examine,
     kill_pids,
 )
-from .fetcher import DEFAULT_CACHE_BYTES, Fetcher, FetchError
+from .fetcher import DEFAULT_CACHE_BYTES
 from .health import (
     HEALTH_KILL_MESSAGE,
     HEALTH_REASON,
@@ -94,26 +81,32 @@ from .health import (
     command_context,
     describe_exit,
 )
-from .images import Image, ImageError, ImageStore
+from .images import Image, ImageStore
 from .oci import ContainerError, OciRuntime
+from .outbox import Outbox
+from .prepare import PrepareError, Preparer, image_of, needs_preparing
+from .process import (
+    Plan,
+    SpawnError,
+    command_argv,
+    exec_task,
+    shell_argv,
+    spawn_many,
+    task_env,
+    user_options,
+)
+from .spawner import Spawner
 
 log = logging.getLogger("marathon.agent")
 
 UNKNOWN_TASK_MESSAGE = "Reconciliation: Task is unknown to the agent"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-_PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "TZ")
 _DONE_LIMIT = 10_000  # terminal statuses remembered for reconciliation
-_DROPPABLE_BACKLOG = 10_000
 _DRAIN_SECONDS = 2.0  # how long a dead task's leftovers may take to disappear
 _FOREIGN_ZOMBIE_SECONDS = 10.0
 
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
-
-
-class SpawnError(Exception):
-    """The task could not be started; the message is the TASK_FAILED message."""
 
 
 class _Task:
@@ -167,146 +160,6 @@ class WorkDirInUse(RuntimeError):
     """Another agent (in this process or another) runs on the same work dir."""
 
 
-class _Outbox:
-    """Ordered delivery of statuses into the bounded updates channel."""
-
-    def __init__(self, send: trio.MemorySendChannel[TaskStatus]) -> None:
-        self._send = send
-        self._backlog: collections.deque[TaskStatus] = collections.deque()
-        self._wakeup = trio.Event()
-        self._warned = False
-
-    def put(self, status: TaskStatus, *, droppable: bool = False) -> None:
-        if not self._backlog:
-            try:
-                self._send.send_nowait(status)
-                return
-            except trio.WouldBlock:
-                pass
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return  # nobody will ever read it
-        if droppable and len(self._backlog) >= _DROPPABLE_BACKLOG:
-            if not self._warned:
-                log.warning("status_backlog_full dropping=reconciliation_answers backlog=%d",
-                            len(self._backlog))
-                self._warned = True
-            return
-        self._backlog.append(status)
-        self._wakeup.set()
-
-    async def pump(self) -> None:
-        while True:
-            await self._wakeup.wait()
-            self._wakeup = trio.Event()
-            while self._backlog:
-                try:
-                    await self._send.send(self._backlog[0])
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._backlog.clear()
-                    return
-                self._backlog.popleft()
-            self._warned = False
-
-
-class _Plan(NamedTuple):
-    """How one task is to be started (`Executor._plan`)."""
-
-    argv: list[str]
-    executable: str | None
-    env: dict[str, str]
-    user_kw: dict[str, object]
-    shell: bool  # a shell command run without the shell: /bin/sh may still run it
-
-    def shell_may_run_it(self, error: OSError) -> bool:
-        """A script without `#!` (ENOEXEC): the shell runs those itself."""
-        return error.errno == errno.ENOEXEC and self.shell and self.argv[0] != "/bin/sh"
-
-
-def _shell_argv(launch: TaskLaunch) -> tuple[list[str], str]:
-    return ["/bin/sh", "-c", launch.command or ""], "/bin/sh"
-
-
-class _Spawner:
-    """Spawns in worker threads, many tasks per thread hand-off.
-
-    A burst of launches queues here; each worker thread (at most the
-    limiter's count at once) takes a share of the queue, up to `chunk`,
-    and spawns it in turn.  The spawn itself runs without the GIL, so the
-    event loop keeps going meanwhile, and the thread hand-off is paid per
-    share.  (Telling each task as soon as it is spawned, rather than at the
-    end of its share, measured slower: the statuses then reach the rest of
-    the pipeline in smaller batches.)
-    """
-
-    def __init__(self, spawn_share: Callable[[list[_Task], dict[_Task, BaseException]], None],
-                 limiter: trio.CapacityLimiter, chunk: int = 32) -> None:
-        self._spawn_share = spawn_share
-        self._limiter = limiter
-        self._chunk = chunk
-        self._queue: collections.deque[_Task] = collections.deque()
-        self._waiting: dict[_Task, tuple[trio.Event, list[BaseException | None]]] = {}
-        self._wakeup = trio.Event()
-
-    async def spawn(self, t: _Task) -> None:
-        """Spawn `t`; raises what spawning it raised."""
-        done, verdict = self._waiting[t] = (trio.Event(), [])
-        self._queue.append(t)
-        self._wakeup.set()
-        try:
-            await done.wait()
-        except trio.Cancelled:
-            if t in self._queue:  # not started yet: withdraw it
-                self._queue.remove(t)
-                del self._waiting[t]
-                raise
-            # A thread is spawning it: wait for the verdict (as a cancelled
-            # `to_thread.run_sync` would), then go on being cancelled.
-            with trio.CancelScope(shield=True):
-                await done.wait()
-            raise
-        if verdict[0] is not None:
-            raise verdict[0]
-
-    async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            while True:
-                await self._wakeup.wait()
-                self._wakeup = trio.Event()
-                while self._queue:
-                    token = object()
-                    await self._limiter.acquire_on_behalf_of(token)
-                    if not self._queue:  # withdrawn meanwhile
-                        self._limiter.release_on_behalf_of(token)
-                        break
-                    share = -(-len(self._queue) // max(1, int(self._limiter.total_tokens)))
-                    take = max(1, min(self._chunk, share))
-                    batch = [self._queue.popleft() for _ in range(min(take, len(self._queue)))]
-                    nursery.start_soon(self._run_batch, batch, token)
-
-    async def _run_batch(self, batch: list[_Task], token: object) -> None:
-        errors: dict[_Task, BaseException] = {}
-        try:
-            with trio.CancelScope(shield=True):
-                # (At most `limiter`'s count of these run at once, well under
-                # trio's default thread limit.)
-                await trio.to_thread.run_sync(self._spawn_all, batch, errors)
-        finally:
-            self._limiter.release_on_behalf_of(token)
-            for t in batch:
-                done, verdict = self._waiting.pop(t)
-                verdict.append(errors.get(t))
-                done.set()
-
-    def _spawn_all(self, batch: list[_Task], errors: dict[_Task, BaseException]) -> None:
-        try:
-            self._spawn_share(batch, errors)
-        except Exception as e:  # a bug: every task of the share not started hears it
-            log.exception("spawn_share_failed tasks=%d", len(batch))
-            for t in batch:
-                if t.pid is None:
-                    errors.setdefault(t, e)
-
-
 class Executor:
     """Runs, watches, kills and re-adopts the tasks of one agent.
 
@@ -338,9 +191,9 @@ class Executor:
     ) -> None:
         self.work_dir = work_dir
         self.capabilities = capabilities
-        self.fetcher = Fetcher(work_dir / "fetcher-cache", cache_bytes=fetcher_cache_bytes)
-        self._fetch_limiter = trio.CapacityLimiter(fetch_concurrency)
-        # Container images and their runtime (both or neither): see oci.py.
+        # Images and their runtime (both or neither: oci.py), artifacts.
+        self.preparer = Preparer(work_dir, images=images, fetcher_cache_bytes=fetcher_cache_bytes,
+                                 concurrency=fetch_concurrency)
         self.images = images
         self.oci = oci
         self._image_gc_age = image_gc_age
@@ -360,8 +213,8 @@ class Executor:
         self._sandbox_max_count = sandbox_max_count
         self._limiter = trio.CapacityLimiter(spawn_concurrency)
         self._prober = Prober(concurrency=health_check_concurrency, spawn_limiter=self._limiter)
-        self._outbox = _Outbox(send)
-        self._spawner = _Spawner(self._spawn_share, self._limiter)
+        self._outbox = Outbox(send)
+        self._spawner = Spawner(self._spawn_share, self._limiter)
         self._nursery: trio.Nursery | None = None
         self._boot_id = machine.boot_id()
         self._live: dict[str, _Task] = {}
@@ -614,7 +467,7 @@ class Executor:
                 t.pidfd = None
 
     async def _start(self, t: _Task) -> bool:
-        if (t.launch.fetch or _image_of(t.launch)) and not t.kill_requested and not await self._prepare(t):
+        if needs_preparing(t.launch) and not t.kill_requested and not await self._prepare(t):
             return False
         if t.kill_requested:
             t.spawned.set()
@@ -641,27 +494,15 @@ class Executor:
         return True
 
     async def _prepare(self, t: _Task) -> bool:
-        """The task's image pulled and its artifacts in its sandbox (it stays
-        STAGING meanwhile, so this time counts against the launch timeout; a
+        """`prepare.py`'s work for the task (it stays STAGING meanwhile; a
         kill stops it).  False when it failed: the task is then TASK_FAILED
         with the reason."""
-        launch = t.launch
         with trio.CancelScope() as t.prepare_scope:
             try:
-                image = _image_of(launch)
-                if image is not None:
-                    assert self.images is not None  # refusal() let it through
-                    force = bool(launch.container and launch.container.force_pull_image)
-                    t.image = await trio.to_thread.run_sync(
-                        functools.partial(self.images.get, image, force_pull=force),
-                        abandon_on_cancel=True, limiter=self._fetch_limiter)
-                if launch.fetch:
-                    await trio.to_thread.run_sync(self.fetcher.fetch_all, launch.fetch, t.sandbox,
-                                                  abandon_on_cancel=True, limiter=self._fetch_limiter)
-            except (FetchError, ImageError, OSError) as e:
+                t.image = await self.preparer.prepare(t.launch, t.sandbox)
+            except PrepareError as e:
                 t.spawned.set()
-                message = str(e) if not isinstance(e, OSError) else f"Failed to prepare the task: {e}"
-                self._terminal(t, "TASK_FAILED", message, LAUNCH_FAILED_REASON)
+                self._terminal(t, "TASK_FAILED", str(e), LAUNCH_FAILED_REASON)
                 return False
         t.prepare_scope = None
         return True
@@ -675,11 +516,11 @@ class Executor:
         and the share's records reach the checkpoint in one append.  A task
         that must become another user, or a pure-Python run, takes Popen.
         """
-        fast: list[tuple[_Task, _Plan]] = []
+        fast: list[tuple[_Task, Plan]] = []
         for t in batch:
             try:
                 plan = self._plan(t)
-                if _spawn_many is not None and not plan.user_kw:
+                if spawn_many is not None and not plan.user_kw:
                     fast.append((t, plan))
                 else:
                     self._spawn_one(t, plan)
@@ -690,7 +531,7 @@ class Executor:
                      t.sandbox / "stderr") for t, p in fast]
             try:
                 self.sandboxes.mkdir(parents=True, exist_ok=True)
-                results = _spawn_many(jobs)  # type: ignore[misc]
+                results = spawn_many(jobs)  # type: ignore[misc]
             except (OSError, ValueError):
                 # A NUL byte in one task's environment, say: nothing was
                 # started; one at a time, so that only that task fails.
@@ -712,17 +553,17 @@ class Executor:
                 # lose them (the next start finds and kills their processes).
                 log.warning("checkpoint_failed tasks=%d error=%s", len(records), e)
 
-    def _plan(self, t: _Task) -> _Plan:
+    def _plan(self, t: _Task) -> Plan:
         """How `t` is to be started; creates its cgroup (runs in a worker thread)."""
         if t.image is not None:
             return self._container_plan(t)
         launch = t.launch
         env = task_env(launch, t.sandbox)
-        argv, executable = _command(launch, env, t.sandbox)
+        argv, executable = command_argv(launch, env, t.sandbox)
         user_kw: dict[str, object] = {}
         if launch.user:
             t.sandbox.mkdir(parents=True, exist_ok=True)
-            user_kw = _user_options(launch.user, t.sandbox)
+            user_kw = user_options(launch.user, t.sandbox)
         if self.cgroups is not None:
             try:
                 t.cgroup = self.cgroups.create(launch)
@@ -735,38 +576,34 @@ class Executor:
                                             user_kw["extra_groups"], argv)  # type: ignore[arg-type]
                 user_kw = {}
             argv, executable = Cgroups.join_argv(t.cgroup, argv), None
-        return _Plan(argv, executable, env, user_kw, launch.shell)
+        return Plan(argv, executable, env, user_kw, launch.shell)
 
-    def _container_plan(self, t: _Task) -> _Plan:
-        """`runc run` of the task's bundle, in the task's cgroup when there
-        is one (the container's nests below it and inherits its limits)."""
+    def _container_plan(self, t: _Task) -> Plan:
+        """`runc run` of the task's bundle (`oci.py`), in the task's cgroup
+        when there is one (the container's nests below it, under its limits)."""
         assert self.oci is not None and t.image is not None
-        launch = t.launch
         if self.cgroups is not None:
             try:
-                t.cgroup = self.cgroups.create(launch)
+                t.cgroup = self.cgroups.create(t.launch)
             except OSError as e:
                 raise SpawnError(f"Failed to launch task: cannot create its cgroup: {e}") from e
         try:
-            container = self.oci.prepare(launch, t.sandbox, t.image, dict(launch.env), limits=t.cgroup is None)
+            plan = self.oci.plan(t.launch, t.sandbox, t.image, limits=t.cgroup is None)
         except ContainerError as e:
             raise SpawnError(str(e)) from None
-        argv = container.argv
         if t.cgroup is not None:
-            argv = Cgroups.join_argv(t.cgroup, argv)
-        # runc's own environment (the container's is in its config.json).
-        env = {"PATH": DEFAULT_PATH, "MESOS_TASK_ID": launch.task_id, "MESOS_SANDBOX": str(t.sandbox)}
-        return _Plan(argv, None, env, {}, False)
+            plan = plan._replace(argv=Cgroups.join_argv(t.cgroup, plan.argv))
+        return plan
 
-    def _spawn_one(self, t: _Task, plan: _Plan) -> None:
+    def _spawn_one(self, t: _Task, plan: Plan) -> None:
         """Start one task on its own: Popen, or the compiled spawn for one."""
         t.sandbox.mkdir(parents=True, exist_ok=True)
         try:
-            pid, popen = self._exec(plan.argv, plan.executable, plan.env, t.sandbox, plan.user_kw)
+            pid, popen = exec_task(plan.argv, plan.executable, plan.env, t.sandbox, plan.user_kw)
         except OSError as e:
             if not plan.shell_may_run_it(e):
                 raise
-            pid, popen = self._exec(*_shell_argv(t.launch), plan.env, t.sandbox, plan.user_kw)
+            pid, popen = exec_task(*shell_argv(t.launch), plan.env, t.sandbox, plan.user_kw)
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as e:
@@ -774,14 +611,14 @@ class Executor:
         # Still readable if it already exited: it stays a zombie until we reap it.
         self._started(t, pid, popen, pidfd, machine.proc_start_time(pid))
 
-    def _spawned(self, t: _Task, plan: _Plan, pid: int, pidfd: int, start_time: int | None,
+    def _spawned(self, t: _Task, plan: Plan, pid: int, pidfd: int, start_time: int | None,
                  error: OSError | None) -> None:
         """Take over what `spawn_many` did for `t`."""
         if pid == 0:
             assert error is not None
             if not plan.shell_may_run_it(error):
                 raise error
-            self._spawn_one(t, _Plan(*_shell_argv(t.launch), plan.env, plan.user_kw, False))
+            self._spawn_one(t, Plan(*shell_argv(t.launch), plan.env, plan.user_kw, False))
             return
         if error is not None:
             self._unwatchable(t, pid, error)
@@ -812,20 +649,6 @@ class Executor:
             t.cgroup = None
         errors[t] = error
 
-    @staticmethod
-    def _exec(argv: list[str], executable: str | None, env: dict[str, str], sandbox: Path,
-              user_kw: dict[str, object]) -> tuple[int, subprocess.Popen[bytes] | None]:
-        """Start the process: (pid, Popen or None when spawned without Popen)."""
-        if _posix_spawn is not None and not user_kw:
-            return _posix_spawn(executable or argv[0], argv, env, sandbox,
-                                sandbox / "stdout", sandbox / "stderr"), None
-        with open(sandbox / "stdout", "ab") as out, open(sandbox / "stderr", "ab") as err:
-            popen = subprocess.Popen(
-                argv, executable=executable, cwd=sandbox, env=env, stdin=subprocess.DEVNULL,
-                stdout=out, stderr=err, start_new_session=True, close_fds=True, **user_kw,
-            )
-        return popen.pid, popen
-
     async def _finish(self, t: _Task) -> None:
         """The leader has exited: kill what it left, reap it, report."""
         if t.health_scope is not None:
@@ -838,9 +661,9 @@ class Executor:
         rc = _reap_leader(t)
         t.popen = None
         oom, peak = Cgroups.memory_report(t.cgroup) if t.cgroup else (False, None)
-        if not oom and t.cgroup is not None and _image_of(t.launch):
+        if not oom and t.cgroup is not None and image_of(t.launch):
             oom = _container_oom(rc, peak, t.cgroup)
-        if self.oci is not None and _image_of(t.launch):
+        if self.oci is not None and image_of(t.launch):
             # What runc left (a container whose runc was killed, its cgroup,
             # the overlay): gone before the task's cgroup can be removed.
             await trio.to_thread.run_sync(self.oci.cleanup, t.launch.task_id)
@@ -899,7 +722,7 @@ class Executor:
         with trio.move_on_at(deadline):
             await t.exited.wait()
         if not t.exited.is_set() and t.kill_deadline == deadline:
-            if self.oci is not None and _image_of(t.launch):
+            if self.oci is not None and image_of(t.launch):
                 # runc cannot pass a SIGKILL on to the container: ask it to.
                 await trio.to_thread.run_sync(self.oci.kill, t.launch.task_id, "KILL")
             self._kill_tree(t, signal.SIGKILL)
@@ -1227,7 +1050,7 @@ class Executor:
                 self._kill_tree(t, signal.SIGKILL)
         if self.cgroups is not None and not self._live:
             self.cgroups.remove_bases()
-        self.fetcher.close()
+        self.preparer.close()
 
     async def _recover(self) -> None:
         """Re-adopt checkpointed tasks that still run; report and clean up the rest."""
@@ -1336,134 +1159,3 @@ def _container_oom(rc: int | None, peak: int | None, cg: TaskCgroup) -> bool:
     if rc not in (137, -signal.SIGKILL) or peak is None or not limit:
         return False
     return peak >= limit * 1024 * 1024 * 0.98
-
-
-def _image_of(launch: TaskLaunch) -> str | None:
-    c = launch.container
-    return None if c is None else c.image
-
-
-def task_env(launch: TaskLaunch, sandbox: Path) -> dict[str, str]:
-    """The task's environment: exactly what Marathon built, plus what Mesos adds.
-
-    PATH, HOME, LANG and TZ come from the agent only if Marathon did not set
-    them; the agent's own environment is otherwise not inherited.
-    """
-    env = dict(launch.env)
-    for key in _PASSTHROUGH_ENV:
-        if key not in env and key in os.environ:
-            env[key] = os.environ[key]
-    env.setdefault("PATH", DEFAULT_PATH)
-    env["MESOS_SANDBOX"] = str(sandbox)
-    env["MESOS_TASK_ID"] = launch.task_id
-    return env
-
-
-def _command(launch: TaskLaunch, env: dict[str, str], sandbox: Path) -> tuple[list[str], str | None]:
-    """(argv, executable) for Popen; SpawnError if there is nothing to run."""
-    if launch.shell:
-        if not launch.command:
-            raise SpawnError("Failed to launch task: the task has no command")
-        words = plain_command(launch.command)
-        if words is not None:
-            found = _which(words[0], env["PATH"])
-            if found is not None:
-                # What `bash -c` does (and Mesos on most hosts): exec a lone
-                # simple command in place of the shell, with PWD exported.
-                env["PWD"] = str(sandbox)
-                return words, found
-        return ["/bin/sh", "-c", launch.command], "/bin/sh"
-    if not launch.argv:
-        raise SpawnError("Failed to launch task: the task has no arguments to run")
-    exe = launch.argv[0]
-    if "/" in exe:
-        path = exe if os.path.isabs(exe) else str(sandbox / exe)
-        if not (os.path.isfile(path) and os.access(path, os.X_OK)):
-            raise SpawnError(f"Failed to launch task: '{exe}' is not an executable file")
-        return list(launch.argv), path
-    found = _lookup(exe, env["PATH"])
-    if found is None:
-        raise SpawnError(f"Failed to launch task: executable '{exe}' not found in PATH ({env['PATH']})")
-    return list(launch.argv), found
-
-
-# Words the shell passes through unchanged: no quoting, expansion,
-# globbing, redirection, comments or operators.
-_PLAIN_WORD = re.compile(r"[A-Za-z0-9_./:,@%+=-]+")
-# dash's builtins and reserved words: these are not looked up in PATH.
-_SHELL_WORDS = frozenset(
-    ". : [ alias bg break cd chdir command continue echo eval exec exit export false fc fg getopts "
-    "hash jobs kill local printf pwd read readonly return set shift test times trap true type "
-    "ulimit umask unalias unset wait ! case do done elif else esac fi for if in then until while"
-    .split()
-)
-
-
-def plain_command(command: str) -> list[str] | None:
-    """The words of a shell command that is one plain external command, else None.
-
-    `bash -c "sleep 3600"` parses the words and execs `sleep` in its own
-    place, so running those words directly gives the same process with one
-    exec fewer (half the cost of a launch; Debian's dash would instead keep
-    a shell waiting as the parent).  Anything the shell would interpret
-    (quotes, `$`, globs, `~`, redirections, `;`, assignments, builtins)
-    returns None and the command goes to `/bin/sh -c` as Mesos runs it.
-    """
-    words = command.split(" ")
-    words = [w for w in words if w]
-    if not words or not all(_PLAIN_WORD.fullmatch(w) for w in words):
-        return None
-    first = words[0]
-    if "=" in first or "/" in first or first in _SHELL_WORDS:
-        return None
-    return words
-
-
-def _which(name: str, path: str) -> str | None:
-    """`name` looked up in `path` like the shell does; None if any entry is
-    relative (it would depend on the working directory) or nothing matches."""
-    if any(not entry.startswith("/") for entry in path.split(":")):
-        return None
-    return _lookup(name, path)
-
-
-# Programs found on a PATH, for a second: the tasks of a burst share one
-# lookup (nine stat calls on Debian's PATH) instead of repeating it, as the
-# shell's own hash table would.  Only hits are kept, so a program installed
-# meanwhile is found at once; one removed is missed for at most a second.
-_LOOKUP_SECONDS = 1.0
-_found: dict[tuple[str, str], tuple[float, str]] = {}
-
-
-def _lookup(name: str, path: str) -> str | None:
-    key = (name, path)
-    now = time.monotonic()
-    hit = _found.get(key)
-    if hit is not None and now - hit[0] < _LOOKUP_SECONDS:
-        return hit[1]
-    found = shutil.which(name, path=path)
-    if found is not None:
-        if len(_found) >= 256:
-            _found.clear()
-        _found[key] = (now, found)
-    return found
-
-
-def _user_options(user: str | None, sandbox: Path) -> dict[str, object]:
-    """Popen options to run as `user` (which costs the vfork fast path)."""
-    if not user:
-        return {}
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise SpawnError(f"Failed to launch task: unknown user '{user}'") from None
-    if pw.pw_uid == os.geteuid():
-        return {}
-    if os.geteuid() != 0:
-        raise SpawnError(f"Failed to launch task: cannot run as '{user}': the agent is not root")
-    for path in (sandbox, sandbox / "stdout", sandbox / "stderr"):
-        if not path.exists():
-            path.touch()
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-    return {"user": pw.pw_uid, "group": pw.pw_gid,
-            "extra_groups": os.getgrouplist(user, pw.pw_gid)}

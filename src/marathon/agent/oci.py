@@ -52,11 +52,11 @@ from pathlib import Path
 
 from ..models.launch import TaskLaunch
 from .images import Image, ImageStore
+from .process import DEFAULT_PATH, Plan
 
 log = logging.getLogger("marathon.agent.oci")
 
 SANDBOX_IN_CONTAINER = "/mnt/mesos/sandbox"
-DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ID_OK = re.compile(r"[^A-Za-z0-9_.+-]")
 
 # Docker's default set: what most images expect their root to be able to do.
@@ -132,6 +132,13 @@ class OciRuntime:
             raise
         self.state.mkdir(parents=True, exist_ok=True)
         return Container(id=cid, dir=d, argv=[*self._base(), "run", "--bundle", str(d), cid])
+
+    def plan(self, launch: TaskLaunch, sandbox: Path, image: Image, *, limits: bool) -> Plan:
+        """How the executor starts the container: `runc run` with an
+        environment of its own (the container's is in config.json)."""
+        container = self.prepare(launch, sandbox, image, dict(launch.env), limits=limits)
+        env = {"PATH": DEFAULT_PATH, "MESOS_TASK_ID": launch.task_id, "MESOS_SANDBOX": str(sandbox)}
+        return Plan(container.argv, None, env, {}, False)
 
     # -- while it runs ---------------------------------------------------------------
 

@@ -16,8 +16,9 @@ import pytest
 import trio
 from agent_helpers import make_task, pid_alive, sandbox_of, task_pids, wait_until
 
-from marathon.agent import executor, machine
-from marathon.agent.executor import Executor, plain_command
+from marathon.agent import executor, machine, process
+from marathon.agent.process import plain_command
+from marathon.agent.spawner import Spawner
 from marathon.config import LOG_EACH_TASK_UP_TO
 
 PURE = os.environ.get("MARATHON_PUREPYTHON", "") in ("1", "true", "yes")
@@ -39,11 +40,11 @@ _PROBE = (
 
 def test_the_compiled_spawn_is_loaded_unless_the_reference_is_forced():
     if PURE:
-        assert executor._posix_spawn is None
+        assert process._posix_spawn is None
     else:
-        assert executor._posix_spawn is not None, (
+        assert process._posix_spawn is not None, (
             "marathon.agent._spawn did not load; build it with `pip install -e .`")
-        assert executor._posix_spawn.__module__ == "marathon.agent._spawn"
+        assert process._posix_spawn.__module__ == "marathon.agent._spawn"
 
 
 def _probe(tmp_path: Path, name: str, spawn) -> dict[str, str]:
@@ -76,9 +77,9 @@ def _probe(tmp_path: Path, name: str, spawn) -> dict[str, str]:
 
 @pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
 def test_compiled_spawn_leaves_the_process_as_popen_does(tmp_path, monkeypatch):
-    compiled = _probe(tmp_path, "compiled", Executor._exec)
-    monkeypatch.setattr(executor, "_posix_spawn", None)
-    popen = _probe(tmp_path, "popen", Executor._exec)
+    compiled = _probe(tmp_path, "compiled", process.exec_task)
+    monkeypatch.setattr(process, "_posix_spawn", None)
+    popen = _probe(tmp_path, "popen", process.exec_task)
     assert compiled["fds"] == popen["fds"] == "0 1 2 3", "stdio and the pipe of $(...) only"
     assert compiled["stdin"] == "/dev/null"
     # The compiled spawn starts the task with no signal blocked and every
@@ -96,7 +97,7 @@ def test_compiled_spawn_leaves_the_process_as_popen_does(tmp_path, monkeypatch):
 
 def _spawn_many_one(argv, executable, env, sandbox, user_kw):  # type: ignore[no-untyped-def]
     """One job through `spawn_many`, the path a burst's shares take."""
-    ((pid, pidfd, start_time, error),) = executor._spawn_many(
+    ((pid, pidfd, start_time, error),) = process.spawn_many(
         [(executable, argv, env, str(sandbox), str(sandbox / "stdout"), str(sandbox / "stderr"))])
     assert error is None and start_time is not None
     os.close(pidfd)
@@ -105,9 +106,9 @@ def _spawn_many_one(argv, executable, env, sandbox, user_kw):  # type: ignore[no
 
 @pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
 def test_a_share_spawns_its_processes_as_the_single_spawn_does(tmp_path):
-    assert executor._spawn_many is not None and executor._spawn_many.__module__ == "marathon.agent._spawn"
+    assert process.spawn_many is not None and process.spawn_many.__module__ == "marathon.agent._spawn"
     share = _probe(tmp_path, "share", _spawn_many_one)
-    single = _probe(tmp_path, "single", Executor._exec)
+    single = _probe(tmp_path, "single", process.exec_task)
     assert share["fds"] == "0 1 2 3" and share["stdin"] == "/dev/null"
     assert int(share["SigBlk"], 16) == 0
     assert share == single
@@ -116,11 +117,11 @@ def test_a_share_spawns_its_processes_as_the_single_spawn_does(tmp_path):
 @pytest.mark.skipif(PURE, reason="the compiled spawn is not used in the pure-Python run")
 def test_compiled_spawn_reports_what_went_wrong(tmp_path):
     with pytest.raises(FileNotFoundError):
-        Executor._exec(["x"], str(tmp_path / "missing"), {}, tmp_path, {})
+        process.exec_task(["x"], str(tmp_path / "missing"), {}, tmp_path, {})
     with pytest.raises(FileNotFoundError):
-        Executor._exec(["true"], "/bin/true", {}, tmp_path / "no-such-sandbox", {})
+        process.exec_task(["true"], "/bin/true", {}, tmp_path / "no-such-sandbox", {})
     with pytest.raises(ValueError):
-        Executor._exec(["true"], "/bin/true", {"A": "nul\0byte"}, tmp_path, {})
+        process.exec_task(["true"], "/bin/true", {"A": "nul\0byte"}, tmp_path, {})
 
 
 @pytest.mark.parametrize("command, words", [
@@ -238,7 +239,7 @@ async def test_a_burst_is_spawned_in_shares_and_every_task_hears_its_verdict(sta
 async def test_a_spawn_still_queued_when_cancelled_is_withdrawn():
     started: list[str] = []
     limiter = trio.CapacityLimiter(1)
-    spawner = executor._Spawner(lambda batch, errors: started.extend(batch), limiter, chunk=1)
+    spawner = Spawner(lambda batch, errors: started.extend(batch), limiter, chunk=1)
     async with trio.open_nursery() as nursery:
         await limiter.acquire_on_behalf_of("holder")  # no share can start yet
         nursery.start_soon(spawner.run)
@@ -310,8 +311,8 @@ async def test_a_process_that_cannot_be_watched_is_not_left_running(start_agent,
     ex = driver.executor
     t = executor._Task(make_task(driver.agent_id, command="sleep 1000"), tmp_path / "sb")
     pid = os.posix_spawn("/bin/sleep", ["sleep", "1000"], {}, setsid=True)  # noqa: ASYNC221 - instant
-    plan = executor._Plan(["sleep", "1000"], "/bin/sleep", {}, {}, True)
-    with pytest.raises(executor.SpawnError, match="cannot watch its process"):
+    plan = process.Plan(["sleep", "1000"], "/bin/sleep", {}, {}, True)
+    with pytest.raises(process.SpawnError, match="cannot watch its process"):
         ex._spawned(t, plan, pid, -1, None, OSError(24, "Too many open files"))
     assert not pid_alive(pid)
     with pytest.raises(ChildProcessError):
