@@ -165,3 +165,27 @@ def test_a_container_outlives_a_crash_of_the_server_and_is_adopted_again(maratho
     assert m.client.put("/v2/apps/img/crash", json={"instances": 0}).status_code == 200
     wait_for(lambda: not pids_matching(f"sleep {marker}"), timeout=60, message="the container to stop")
     wait_for(lambda: not _mounted(f"/containers/{task['id']}/rootfs"), timeout=30, message="the overlay unmounted")
+
+
+def test_host_volumes_are_mounted_read_only_when_asked(marathon, images, tmp_path):
+    _, ref, _, _ = images
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    (ro / "hello").write_text("from the host\n")
+    marker = _marker()
+    c = marathon.client
+    r = c.post("/v2/apps", json={
+        "id": "/img/volumes", "cpus": 0.1, "mem": 32,
+        "cmd": "cat /data/hello; touch /data/new 2>/dev/null && echo ro-broken || echo ro-held; "
+               f"echo from-the-container > $MESOS_SANDBOX/out/file; exec sleep {marker}",
+        "container": {"type": "MESOS", "docker": {"image": ref}, "volumes": [
+            {"containerPath": "/data", "hostPath": str(ro), "mode": "RO"},
+            {"containerPath": "out", "hostPath": str(rw), "mode": "RW"}]}})
+    assert r.status_code == 201, r.text
+    wait_for(lambda: len(pids_matching(f"sleep {marker}")) == 1, timeout=60, message="the container")
+    wait_for(lambda: (rw / "file").exists(), timeout=30, message="the write through the RW volume")
+    assert (rw / "file").read_text() == "from-the-container\n"
+    stdout = (_sandbox(marathon, "/img/volumes") / "stdout").read_text()
+    assert "from the host" in stdout and "ro-held" in stdout, stdout
+    assert not (ro / "new").exists()

@@ -96,8 +96,7 @@ def test_complex_app_is_accepted_and_its_failure_to_launch_reported(marathon, cl
     message = failure["message"]
     # The image and the artifact this agent can give (docs/containers.md);
     # what it cannot yet is named, and nothing is pulled or fetched for it.
-    for named in ("bridge networking", "host volume '/etc/stuff'"):
-        assert named in message, message
+    assert "bridge networking" in message, message
     # `/bin/true` never ran: the agent made no sandbox for any of its tasks.
     tasks = marathon.client.get("/v2/apps/test-complex-app/tasks").json()["tasks"]
     assert {t["state"] for t in tasks} <= {"TASK_FAILED"}

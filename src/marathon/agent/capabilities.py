@@ -33,8 +33,10 @@ class Capabilities:
     # Container types ("MESOS", "DOCKER") whose images it can run.
     image_runtimes: frozenset[str] = frozenset()
     fetch: bool = False  # downloads `fetch` URIs into the sandbox
-    # Volume kinds it mounts: "host", "persistent", "secret", "external".
+    # Volume kinds it mounts: "host", "persistent", "secret", "external";
+    # and those it mounts only into a container with an image.
     volume_kinds: frozenset[str] = frozenset()
+    image_volume_kinds: frozenset[str] = frozenset()
     secrets: bool = False  # resolves secret env vars itself
     # Container networks (by name) it can attach tasks to, and whether it
     # does bridge networking with port mappings.
@@ -54,7 +56,8 @@ IMAGE_RUNTIMES = frozenset({"MESOS", "DOCKER"})  # one OCI runtime runs both (ag
 def agent_capabilities(*, images: bool, gpus: int = 0) -> Capabilities:
     """What a real agent (embedded or `marathon agent`) gives today:
     processes with their artifacts, images when it has a runtime."""
-    return Capabilities(image_runtimes=IMAGE_RUNTIMES if images else frozenset(), fetch=True, gpus=gpus)
+    return Capabilities(image_runtimes=IMAGE_RUNTIMES if images else frozenset(), fetch=True, gpus=gpus,
+                        image_volume_kinds=frozenset({"host"}) if images else frozenset())
 
 
 def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
@@ -78,9 +81,14 @@ def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
         if c.privileged:
             needs.append("a privileged container: this agent does not allow privileged containers")
         for v in c.volumes:
-            if v.kind not in caps.volume_kinds:
-                needs.append(f"the {_describe_volume(v.kind, v.host_path, v.secret, v.provider)} "
-                             f"at '{v.container_path}': this agent does not mount {v.kind} volumes")
+            if v.kind in caps.volume_kinds or (c.image is not None and v.kind in caps.image_volume_kinds
+                                               and c.type in caps.image_runtimes):
+                continue
+            what = f"the {_describe_volume(v.kind, v.host_path, v.secret, v.provider)} at '{v.container_path}'"
+            if v.kind in caps.image_volume_kinds:
+                needs.append(f"{what}: this agent mounts {v.kind} volumes only into containers with an image")
+            else:
+                needs.append(f"{what}: this agent does not mount {v.kind} volumes")
     if launch.fetch and not caps.fetch:
         uris = ", ".join(f.uri for f in launch.fetch)
         needs.append(f"artifacts to fetch ({uris}): this agent does not fetch URIs")

@@ -218,6 +218,7 @@ def build_spec(launch: TaskLaunch, image: Image, rootfs: Path, sandbox: Path, en
          "options": ["nosuid", "noexec", "nodev", "ro"]},
         {"destination": SANDBOX_IN_CONTAINER, "type": "bind", "source": str(sandbox), "options": ["rbind", "rw"]},
     ]
+    mounts += volume_mounts(launch)
     # Host networking: the host's name resolution, read-only.
     for f in ("/etc/resolv.conf", "/etc/hosts"):
         if os.path.exists(f):
@@ -258,6 +259,24 @@ def build_spec(launch: TaskLaunch, image: Image, rootfs: Path, sandbox: Path, en
         "annotations": {"marathon.task.id": launch.task_id, "marathon.image": image.reference,
                         "marathon.image.rootfs": str(image.rootfs)},
     }
+
+
+def volume_mounts(launch: TaskLaunch) -> list[dict]:
+    """The app's host volumes as bind mounts: an absolute containerPath is a
+    path in the image, a relative one is under the sandbox (Mesos' rule)."""
+    out = []
+    for v in launch.container.volumes if launch.container else ():
+        if v.kind != "host":
+            continue
+        assert v.host_path is not None
+        if not os.path.exists(v.host_path):
+            raise ContainerError(f"Failed to launch the container: the host path '{v.host_path}' of the "
+                                 f"volume at '{v.container_path}' does not exist on this agent")
+        target = v.container_path if v.container_path.startswith("/") else \
+            f"{SANDBOX_IN_CONTAINER}/{v.container_path}"
+        out.append({"destination": os.path.normpath(target), "type": "bind", "source": v.host_path,
+                    "options": ["rbind", "ro" if v.mode == "RO" else "rw"]})
+    return out
 
 
 def resolve_user(user: str, rootfs: Path) -> tuple[int, int, list[int]]:

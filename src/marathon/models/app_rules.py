@@ -24,6 +24,7 @@ its entry points are re-exported here.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -375,6 +376,23 @@ def _validate_volumes(
                 r.add(p, "volume.secret must refer to an existing secret")
         elif given(vol.host_path) and not vol.host_path:
             r.add(p + "/hostPath", "must not be empty")
+        elif given(vol.host_path) and not vol.host_path.startswith("/"):
+            r.add(p + "/hostPath", "must be an absolute path")
+        if vol.persistent is UNSET and _leaves_sandbox(vol.container_path):
+            r.add(p + "/containerPath", "must not lead out of the sandbox")
+    seen: set[str] = set()
+    for i, vol in enumerate(vols):
+        point = posixpath.normpath(vol.container_path) if vol.container_path else vol.container_path
+        if point in seen:
+            r.add(f"/container/volumes({i})/containerPath", "is already the mount point of another volume")
+        seen.add(point)
+
+
+def _leaves_sandbox(path: str) -> bool:
+    """A relative path (inside the sandbox) that leads out of it."""
+    if not path or path.startswith("/"):
+        return False
+    return posixpath.normpath(path).split("/")[0] == ".."
 
 
 def _validate_container(
@@ -551,6 +569,8 @@ def _canonical_violations(app: AppDefinition, ctx: AppContext, r: _Report) -> No
     for i, f in enumerate(app.fetch):
         if not uri_is_valid(f.uri):
             r.add(f"/fetch({i})/uri", "URI has invalid syntax.")
+        if given(f.dest_path) and (f.dest_path.startswith("/") or _leaves_sandbox(f.dest_path)):
+            r.add(f"/fetch({i})/destPath", "must be a relative path inside the sandbox")
 
     _validate_env_and_secrets(app, ctx, r)
 

@@ -32,8 +32,9 @@ def _image(rootfs: Path, **config) -> Image:
 
 def _launch(**kw) -> TaskLaunch:
     kw.setdefault("shell", False)
+    kw.setdefault("container", ContainerSpec(type="MESOS", image="r/img:1"))
     return TaskLaunch(task_id="a.instance-1._app.1", instance_id="a.instance-1", app_id="/a", agent_id="ag",
-                      container=ContainerSpec(type="MESOS", image="r/img:1"), mem=64, cpus=0.5, **kw)
+                      mem=64, cpus=0.5, **kw)
 
 
 def test_cmd_goes_through_the_images_shell_and_ignores_its_entrypoint(rootfs):
@@ -102,3 +103,22 @@ def test_registries_and_messages():
     assert not is_loopback_registry("alpine")
     raw = 'time="2026-12-07T13:00:00Z" level=fatal msg="reading manifest 1: manifest unknown: \\"x\\""\n'
     assert _last_words(raw) == 'reading manifest 1: manifest unknown: "x"'
+
+
+def test_host_volumes_become_bind_mounts(rootfs, tmp_path):
+    from marathon.models.launch import VolumeMount
+
+    vols = [VolumeMount(kind="host", container_path="/data", host_path=str(tmp_path), mode="RO"),
+            VolumeMount(kind="host", container_path="logs/", host_path=str(tmp_path), mode="RW")]
+    launch = _launch(container=ContainerSpec(type="DOCKER", image="r/img:1", volumes=vols))
+    spec = build_spec(launch, _image(rootfs, cmd=("x",)), rootfs, Path("/sb"), {}, limits=False)
+    binds = [m for m in spec["mounts"] if m["source"] == str(tmp_path)]
+    assert binds == [
+        {"destination": "/data", "type": "bind", "source": str(tmp_path), "options": ["rbind", "ro"]},
+        {"destination": f"{SANDBOX_IN_CONTAINER}/logs", "type": "bind", "source": str(tmp_path),
+         "options": ["rbind", "rw"]},
+    ]
+    gone = [VolumeMount(kind="host", container_path="/x", host_path=str(tmp_path / "absent"), mode="RO")]
+    with pytest.raises(ContainerError, match="does not exist on this agent"):
+        build_spec(_launch(container=ContainerSpec(type="DOCKER", image="r/img:1", volumes=gone)),
+                   _image(rootfs, cmd=("x",)), rootfs, Path("/sb"), {}, limits=False)

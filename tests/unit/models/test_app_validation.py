@@ -902,9 +902,9 @@ def test_persistent_volume_constraints():
     ]
 
 
-def external(name: str = "vol", provider: str = "dvdi") -> dict:
+def external(name: str = "vol", provider: str = "dvdi", container_path: str = "/data") -> dict:
     return {
-        "containerPath": "/data",
+        "containerPath": container_path,
         "mode": "RW",
         "external": {"name": name, "provider": provider},
     }
@@ -912,7 +912,8 @@ def external(name: str = "vol", provider: str = "dvdi") -> dict:
 
 def test_external_volumes_need_the_feature_a_known_provider_and_unique_names():
     body = app(
-        container={"type": "MESOS", "volumes": [external(), external(name="other", provider="nfs")]}
+        container={"type": "MESOS", "volumes": [external(), external(name="other", provider="nfs",
+                                                                   container_path="/other")]}
     )
     assert details(body) == [
         {
@@ -929,7 +930,7 @@ def test_external_volumes_need_the_feature_a_known_provider_and_unique_names():
         },
         {"path": "/container/volumes(1)/external/provider", "errors": ["is unknown provider"]},
     ]
-    dup = app(container={"type": "MESOS", "volumes": [external(), external()]})
+    dup = app(container={"type": "MESOS", "volumes": [external(), external(container_path="/data2")]})
     only(
         dup,
         "/container/volumes",
@@ -1008,3 +1009,24 @@ def test_every_canonical_violation_is_reported_together():
 
 def test_role_rules_run_only_once_the_canonical_rules_pass():
     only({"id": "/app", "role": "wrong"}, "/", CMD_OR_CONTAINER)
+
+
+def test_mount_points_and_fetch_targets_stay_where_they_belong():
+    """A relative host path, a containerPath or destPath leading out of the
+    sandbox, two volumes on one mount point: 422 with the field's path."""
+    def vol(cp, hp="/srv/data", **kw):
+        return {"containerPath": cp, "hostPath": hp, "mode": "RO", **kw}
+
+    bad = app(container={"type": "MESOS", "volumes": [
+        vol("data", hp="relative/dir"), vol("../escape"), vol("/etc/x"), vol("/etc/x/")]},
+        fetch=[{"uri": "http://h/a.tgz", "destPath": "../a.tgz"}, {"uri": "http://h/b", "destPath": "/etc/b"}])
+    found = {(d["path"], tuple(d["errors"])) for d in details(bad)}
+    assert found == {
+        ("/container/volumes(0)/hostPath", ("must be an absolute path",)),
+        ("/container/volumes(1)/containerPath", ("must not lead out of the sandbox",)),
+        ("/container/volumes(3)/containerPath", ("is already the mount point of another volume",)),
+        ("/fetch(0)/destPath", ("must be a relative path inside the sandbox",)),
+        ("/fetch(1)/destPath", ("must be a relative path inside the sandbox",)),
+    }
+    valid(app(container={"type": "MESOS", "volumes": [vol("data"), vol("/etc/x"), vol("sub/../logs")]},
+              fetch=[{"uri": "http://h/a.tgz", "destPath": "lib/a.tgz"}]))

@@ -1,0 +1,32 @@
+"""`refusal`: the one place an agent decides it cannot run a launch as asked."""
+
+from __future__ import annotations
+
+from marathon.agent.capabilities import PLAIN_PROCESSES, agent_capabilities, refusal
+from marathon.models.launch import ContainerSpec, FetchUri, NetworkSpec, TaskLaunch, VolumeMount
+
+
+def _launch(**kw) -> TaskLaunch:
+    return TaskLaunch(task_id="a.1", instance_id="a", app_id="/a", agent_id="ag", shell=True, command="x", **kw)
+
+
+HOST_VOL = VolumeMount(kind="host", container_path="/data", host_path="/srv", mode="RO")
+
+
+def test_what_each_agent_gives():
+    full = agent_capabilities(images=True)
+    bare = agent_capabilities(images=False)
+    assert refusal(_launch(), PLAIN_PROCESSES) is None
+    assert refusal(_launch(fetch=[FetchUri(uri="http://h/a")]), bare) is None
+    image = _launch(container=ContainerSpec(type="DOCKER", image="busybox", volumes=[HOST_VOL]))
+    assert refusal(image, full) is None
+    why = refusal(image, bare)
+    assert why is not None and "container image 'busybox'" in why and "host volume '/srv'" in why
+    plain = _launch(container=ContainerSpec(type="MESOS", volumes=[HOST_VOL]))
+    assert "mounts host volumes only into containers with an image" in (refusal(plain, full) or "")
+    bridge = _launch(container=ContainerSpec(type="DOCKER", image="busybox"),
+                     networks=[NetworkSpec(mode="container/bridge")])
+    assert "bridge networking" in (refusal(bridge, full) or "")
+    secret = _launch(container=ContainerSpec(type="MESOS", image="busybox", volumes=[
+        VolumeMount(kind="secret", container_path="pw", secret="pw", mode="RO")]))
+    assert "does not mount secret volumes" in (refusal(secret, full) or "")
