@@ -37,7 +37,7 @@ test: $(STAMP) system-deps
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/ruff check src tests benchmarks plugins
 	$(PY) -m pytest -m "not slow" $(ARGS)
-	MARATHON_PUREPYTHON=1 $(PY) -m pytest -m "not slow and not failover" $(ARGS)
+	MARATHON_PUREPYTHON=1 $(PY) -m pytest -m "not slow and not failover and not containers" $(ARGS)
 
 test-slow: $(STAMP) system-deps
 	$(PY) -m pytest -m slow $(ARGS)

@@ -249,6 +249,7 @@ def _local_driver(config: Config, time_ms: Callable[[], int]) -> LocalDriver:
         insecure_registries=tuple(r.strip() for r in (config.agent_insecure_registries or "").split(",")
                                   if r.strip()),
         docker_config=Path(config.agent_docker_config) if config.agent_docker_config else None,
+        cni_config_dir=Path(config.agent_network_cni_config_dir) if config.agent_network_cni_config_dir else None,
     )
 
 

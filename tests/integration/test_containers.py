@@ -5,6 +5,8 @@ runc.  What runs is read from /proc and the sandbox, not only the API."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -19,6 +21,7 @@ from .conftest import pids_matching
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.containers,
     pytest.mark.skipif(os.geteuid() != 0, reason="containers need root"),
     pytest.mark.skipif(bool(images_installed()), reason=f"missing: {images_installed()}"),
 ]
@@ -105,8 +108,10 @@ def test_docker_args_go_to_the_entrypoint_and_an_archive_runs_too(marathon, imag
     wait_for(lambda: said("/img/args", "entrypoint says hello args"), timeout=60, message="entrypoint + args")
     wait_for(lambda: said("/img/default", "entrypoint says the default cmd"), timeout=60,
              message="entrypoint + CMD")
-    wait_for(lambda: len(pids_matching(f"sleep {marker}")) == 1, timeout=60, message="the archive's container")
-    assert "Marathon test busybox" in (_sandbox(marathon, "/img/archive") / "stdout").read_text()
+    # (The shell's own command line names the marker too, before its exec:
+    # the output is what says the image's command ran.)
+    wait_for(lambda: said("/img/archive", "Marathon test busybox"), timeout=60, message="the archive's container")
+    wait_for(lambda: len(pids_matching(f"sleep {marker}")) == 1, timeout=30, message="its sleep")
 
 
 def test_a_missing_image_fails_with_the_registrys_answer_and_runs_nothing(marathon, images):
@@ -189,3 +194,119 @@ def test_host_volumes_are_mounted_read_only_when_asked(marathon, images, tmp_pat
     stdout = (_sandbox(marathon, "/img/volumes") / "stdout").read_text()
     assert "from the host" in stdout and "ro-held" in stdout, stdout
     assert not (ro / "new").exists()
+
+
+@pytest.fixture(scope="module")
+def bridges():
+    """Bridges the tests' networks make, deleted at the end unless they were
+    there before (the CNI bridge plugin leaves its bridge behind)."""
+    import subprocess
+
+    names = ("mesos-cni0", "mt-test0")
+    before = {n for n in names if subprocess.run(["ip", "link", "show", n], capture_output=True).returncode == 0}
+    yield
+    for n in names:
+        if n not in before:
+            subprocess.run(["ip", "link", "delete", n], capture_output=True)
+
+
+def _get(url: str) -> str | None:
+    import httpx
+
+    try:
+        r = httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return r.text if r.status_code == 200 else None
+
+
+def test_bridge_port_mappings_let_two_instances_serve_container_port_80(marathon, images, bridges):
+    """BRIDGE: each task has its own network namespace; hostPort -> 80 by
+    portmap, so two instances on one agent no longer collide.  One app runs
+    an image (busybox httpd), the other a plain process (no image)."""
+    _, ref, _, _ = images
+    c = marathon.client
+    serve = "mkdir -p /tmp/www && echo $MESOS_TASK_ID > /tmp/www/index.html && exec httpd -f -p 80 -h /tmp/www"
+    assert c.post("/v2/apps", json={
+        "id": "/net/img", "cpus": 0.1, "mem": 32, "instances": 2, "cmd": serve,
+        "networks": [{"mode": "container/bridge"}],
+        "container": {"type": "DOCKER", "docker": {"image": ref},
+                      "portMappings": [{"containerPort": 80, "hostPort": 0, "name": "http"}]}}).status_code == 201
+    assert c.post("/v2/apps", json={
+        "id": "/net/plain", "cpus": 0.1, "mem": 64, "instances": 1,
+        "cmd": "echo $MESOS_TASK_ID > index.html && exec python3 -m http.server 8080 --bind 0.0.0.0",
+        "networks": [{"mode": "container/bridge"}],
+        "container": {"type": "MESOS", "portMappings": [{"containerPort": 8080, "hostPort": 0}]}}).status_code == 201
+
+    def serving(app_id: str, n: int) -> dict[str, str] | None:
+        tasks = [t for t in marathon.tasks(app_id) if t["state"] == "TASK_RUNNING"]
+        if len(tasks) != n:
+            return None
+        out = {}
+        for t in tasks:
+            body = _get(f"http://127.0.0.1:{t['ports'][0]}/")
+            if body is None:
+                return None
+            out[t["id"]] = body.strip()
+        return out
+
+    img = wait_for(lambda: serving("/net/img", 2), timeout=90, message="both httpd containers serving")
+    assert img == {tid: tid for tid in img}, "each host port reaches its own task"
+    plain = wait_for(lambda: serving("/net/plain", 1), timeout=90, message="the plain process serving")
+    assert plain == {tid: tid for tid in plain}
+    for t in marathon.tasks("/net/img"):
+        (ip,) = t["ipAddresses"]
+        assert ip["ipAddress"].startswith("172.31.254."), t
+    # Scaled down: the namespaces go with the tasks.
+    import subprocess
+
+    assert c.put("/v2/apps/net/img", json={"instances": 0}).status_code == 200
+    assert c.put("/v2/apps/net/plain", json={"instances": 0}).status_code == 200
+    wait_for(lambda: not marathon.tasks("/net/img") and not marathon.tasks("/net/plain"), timeout=60,
+             message="the tasks gone")
+    assert list((marathon.data_dir / "agent" / "cni" / "attachments").glob("*.json")) == [], \
+        "every attachment undone"
+    ours = "mt" + hashlib.sha256(str((marathon.data_dir / "agent").resolve()).encode()).hexdigest()[:6] + "-"
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert not [n for n in listed if n.startswith(ours)], listed
+
+
+def test_a_named_container_network_gives_each_task_its_own_reachable_ip(marathon_factory, images, bridges, tmp_path):
+    _, ref, _, _ = images
+    conf_dir = tmp_path / "cni"
+    conf_dir.mkdir()
+    (conf_dir / "test.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "testnet", "plugins": [
+            {"type": "bridge", "bridge": "mt-test0", "isGateway": True, "ipMasq": False,
+             "ipam": {"type": "host-local", "subnet": "10.123.45.0/24", "dataDir": str(tmp_path / "ipam")}}]}))
+    m = marathon_factory("named", args=["--agent_network_cni_config_dir", str(conf_dir)]).start()
+    c = m.client
+    assert c.post("/v2/apps", json={
+        "id": "/net/server", "cpus": 0.1, "mem": 32, "networks": [{"mode": "container", "name": "testnet"}],
+        "cmd": "mkdir -p /tmp/www && echo reached > /tmp/www/index.html && exec httpd -f -p 8000 -h /tmp/www",
+        "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
+    task = wait_for(lambda: next((t for t in m.tasks("/net/server") if t["state"] == "TASK_RUNNING"), None),
+                    timeout=60, message="the server running")
+    (ip,) = [a["ipAddress"] for a in task["ipAddresses"]]
+    assert ip.startswith("10.123.45."), task
+    # Another task on the same network reaches it by that address.
+    assert c.post("/v2/apps", json={
+        "id": "/net/client", "cpus": 0.1, "mem": 32, "networks": [{"mode": "container", "name": "testnet"}],
+        "cmd": f"wget -q -O $MESOS_SANDBOX/got http://{ip}:8000/ ; exec sleep 3600",
+        "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
+
+    def got() -> str | None:
+        tasks = m.tasks("/net/client")
+        if not tasks:
+            return None
+        path = m.data_dir / "agent" / "sandboxes" / tasks[0]["id"] / "got"
+        return path.read_text() if path.exists() else None
+
+    assert wait_for(got, timeout=60, message="the client's download") == "reached\n"
+    assert c.post("/v2/apps", json={
+        "id": "/net/nowhere", "cpus": 0.1, "mem": 32, "cmd": "sleep 3600", "backoffSeconds": 60,
+        "networks": [{"mode": "container", "name": "no-such-net"}],
+        "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
+    failure = wait_for(lambda: c.get("/v2/apps/net/nowhere").json()["app"].get("lastTaskFailure"), timeout=60,
+                       message="the launch refused")
+    assert "container network 'no-such-net'" in failure["message"]

@@ -94,9 +94,9 @@ def test_complex_app_is_accepted_and_its_failure_to_launch_reported(marathon, cl
     failure = out["failure"]
     assert failure is not None and failure["state"] == "TASK_FAILED"
     message = failure["message"]
-    # The image and the artifact this agent can give (docs/containers.md);
-    # what it cannot yet is named, and nothing is pulled or fetched for it.
-    assert "bridge networking" in message, message
+    # Everything it asks for this agent gives (docs/containers.md): its
+    # fake image is pulled, and that failure is what the user reads.
+    assert message.startswith("Failed to pull image 'localhost/fake_docker_url': "), message
     # `/bin/true` never ran: the agent made no sandbox for any of its tasks.
     tasks = marathon.client.get("/v2/apps/test-complex-app/tasks").json()["tasks"]
     assert {t["state"] for t in tasks} <= {"TASK_FAILED"}

@@ -54,9 +54,6 @@ def _apps(marker: str) -> dict[str, tuple[dict, str]]:
                                 {"containerPath": "pw", "secret": "pw"}]}}, "secret volume of 'pw'"),
         "/secret-env": ({**base, "secrets": {"pw": {"source": "/db/password"}},
                          "env": {"DB_PASSWORD": {"secret": "pw"}}}, "DB_PASSWORD"),
-        "/bridge": ({**base, "networks": [{"mode": "container/bridge"}],
-                     "container": {"type": "MESOS", "portMappings": [{"containerPort": 80, "hostPort": 0}]}},
-                    "bridge networking"),
         "/network": ({**base, "networks": [{"mode": "container", "name": "dcos"}],
                       "container": {"type": "MESOS"}}, "container network 'dcos'"),
     }

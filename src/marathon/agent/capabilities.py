@@ -53,11 +53,13 @@ PLAIN_PROCESSES = Capabilities()
 IMAGE_RUNTIMES = frozenset({"MESOS", "DOCKER"})  # one OCI runtime runs both (agent/oci.py)
 
 
-def agent_capabilities(*, images: bool, gpus: int = 0) -> Capabilities:
+def agent_capabilities(*, images: bool, networks: frozenset[str] = frozenset(), gpus: int = 0) -> Capabilities:
     """What a real agent (embedded or `marathon agent`) gives today:
-    processes with their artifacts, images when it has a runtime."""
+    processes with their artifacts, images when it has a runtime, the CNI
+    networks it has (`mesos-bridge` among them: BRIDGE networking)."""
     return Capabilities(image_runtimes=IMAGE_RUNTIMES if images else frozenset(), fetch=True, gpus=gpus,
-                        image_volume_kinds=frozenset({"host"}) if images else frozenset())
+                        image_volume_kinds=frozenset({"host"}) if images else frozenset(),
+                        networks=networks, bridge="mesos-bridge" in networks)
 
 
 def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
@@ -92,6 +94,8 @@ def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
     if launch.fetch and not caps.fetch:
         uris = ", ".join(f.uri for f in launch.fetch)
         needs.append(f"artifacts to fetch ({uris}): this agent does not fetch URIs")
+    if sum(1 for net in launch.networks if net.mode != "host") > 1:
+        needs.append("several container networks: this agent attaches a task to one network")
     for net in launch.networks:
         if net.mode == "container/bridge":
             if not caps.bridge:

@@ -71,6 +71,7 @@ from .checkpoint import (
     examine,
     kill_pids,
 )
+from .cni import Attachment, CniNetworks
 from .fetcher import DEFAULT_CACHE_BYTES
 from .health import (
     HEALTH_KILL_MESSAGE,
@@ -103,6 +104,7 @@ UNKNOWN_TASK_MESSAGE = "Reconciliation: Task is unknown to the agent"
 _DONE_LIMIT = 10_000  # terminal statuses remembered for reconciliation
 _DRAIN_SECONDS = 2.0  # how long a dead task's leftovers may take to disappear
 _FOREIGN_ZOMBIE_SECONDS = 10.0
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
 
 
 def now_ms() -> int:
@@ -117,7 +119,7 @@ class _Task:
         "launch", "resources", "sandbox", "state", "state_ts", "message", "reason", "exit_code",
         "pid", "pgid", "start_time", "pidfd", "popen", "cgroup", "adopted", "kill_requested",
         "kill_deadline", "spawned", "exited", "record", "healthy", "health", "health_scope",
-        "health_killed", "quiet_launch", "quiet_kill", "prepare_scope", "image",
+        "health_killed", "quiet_launch", "quiet_kill", "prepare_scope", "image", "netns",
     )
 
     def __init__(self, launch: TaskLaunch, sandbox: Path) -> None:
@@ -154,6 +156,7 @@ class _Task:
         self.quiet_kill = False
         self.prepare_scope: trio.CancelScope | None = None  # fetching its artifacts, pulling its image
         self.image: Image | None = None  # the image it runs, once pulled
+        self.netns: Attachment | None = None  # its network namespace (None: the host's network)
 
 
 class WorkDirInUse(RuntimeError):
@@ -187,13 +190,14 @@ class Executor:
         fetch_concurrency: int = 8,
         images: ImageStore | None = None,
         oci: OciRuntime | None = None,
+        networks: CniNetworks | None = None,
         image_gc_age: float = 3600.0,
     ) -> None:
         self.work_dir = work_dir
         self.capabilities = capabilities
         # Images and their runtime (both or neither: oci.py), artifacts.
-        self.preparer = Preparer(work_dir, images=images, fetcher_cache_bytes=fetcher_cache_bytes,
-                                 concurrency=fetch_concurrency)
+        self.preparer = Preparer(work_dir, images=images, networks=networks,
+                                 fetcher_cache_bytes=fetcher_cache_bytes, concurrency=fetch_concurrency)
         self.images = images
         self.oci = oci
         self._image_gc_age = image_gc_age
@@ -393,7 +397,8 @@ class Executor:
         return TaskStatus(
             task_id=t.launch.task_id, state=t.state, agent_id=self.agent_id, message=t.message,
             reason=t.reason, timestamp=t.state_ts, exit_code=t.exit_code, healthy=t.healthy,
-            ip_addresses=self.ip_addresses if t.state == "TASK_RUNNING" else [],
+            ip_addresses=(([t.netns.ip] if t.netns.ip else []) if t.netns is not None else self.ip_addresses)
+            if t.state == "TASK_RUNNING" else [],
         )
 
     def _unknown(self, tid: str) -> TaskStatus:
@@ -499,9 +504,10 @@ class Executor:
         with the reason."""
         with trio.CancelScope() as t.prepare_scope:
             try:
-                t.image = await self.preparer.prepare(t.launch, t.sandbox)
+                t.image, t.netns = await self.preparer.prepare(t.launch, t.sandbox)
             except PrepareError as e:
                 t.spawned.set()
+                await self.preparer.release(t.launch)
                 self._terminal(t, "TASK_FAILED", str(e), LAUNCH_FAILED_REASON)
                 return False
         t.prepare_scope = None
@@ -560,6 +566,9 @@ class Executor:
         launch = t.launch
         env = task_env(launch, t.sandbox)
         argv, executable = command_argv(launch, env, t.sandbox)
+        if t.netns is not None:
+            # A plain process on a container network: entered before the exec.
+            argv, executable = [NSENTER, f"--net={t.netns.netns_path}", "--", executable or argv[0], *argv[1:]], None
         user_kw: dict[str, object] = {}
         if launch.user:
             t.sandbox.mkdir(parents=True, exist_ok=True)
@@ -588,7 +597,8 @@ class Executor:
             except OSError as e:
                 raise SpawnError(f"Failed to launch task: cannot create its cgroup: {e}") from e
         try:
-            plan = self.oci.plan(t.launch, t.sandbox, t.image, limits=t.cgroup is None)
+            plan = self.oci.plan(t.launch, t.sandbox, t.image, limits=t.cgroup is None,
+                                 netns=t.netns.netns_path if t.netns else None)
         except ContainerError as e:
             raise SpawnError(str(e)) from None
         if t.cgroup is not None:
@@ -667,6 +677,7 @@ class Executor:
             # What runc left (a container whose runc was killed, its cgroup,
             # the overlay): gone before the task's cgroup can be removed.
             await trio.to_thread.run_sync(self.oci.cleanup, t.launch.task_id)
+        await self.preparer.release(t.launch)
         await self._drain(t)
         exit_code = None if rc is None else (128 - rc if rc < 0 else rc)
         if t.kill_requested and t.health_killed:
@@ -1106,6 +1117,8 @@ class Executor:
         t.cgroup, t.adopted = rec.cgroup, True
         t.state, t.state_ts = "TASK_RUNNING", rec.running_since or rec.staged_at
         t.record, t.healthy = rec, rec.healthy
+        if self.preparer.networks is not None:
+            t.netns = self.preparer.networks.current(rec.launch.task_id)
         t.spawned.set()
         self._take(t)
         self._watched_pids.add(rec.pid)

@@ -106,7 +106,7 @@ class OciRuntime:
     # -- before the start ------------------------------------------------------------
 
     def prepare(self, launch: TaskLaunch, sandbox: Path, image: Image, env: dict[str, str], *,
-                limits: bool) -> Container:
+                limits: bool, netns: str | None = None) -> Container:
         """The bundle of `launch` (blocking: runs in a worker thread)."""
         cid = container_id(launch.task_id)
         d = self.root / launch.task_id
@@ -125,7 +125,7 @@ class OciRuntime:
             raise ContainerError(f"Failed to launch the container: cannot mount its root filesystem: "
                                  f"{(e.stderr or e.stdout).strip()}") from None
         try:
-            spec = build_spec(launch, image, rootfs, sandbox, env, limits=limits)
+            spec = build_spec(launch, image, rootfs, sandbox, env, limits=limits, netns=netns)
             (d / "config.json").write_text(json.dumps(spec, indent=1))
         except BaseException:
             self.cleanup(launch.task_id)
@@ -133,10 +133,11 @@ class OciRuntime:
         self.state.mkdir(parents=True, exist_ok=True)
         return Container(id=cid, dir=d, argv=[*self._base(), "run", "--bundle", str(d), cid])
 
-    def plan(self, launch: TaskLaunch, sandbox: Path, image: Image, *, limits: bool) -> Plan:
+    def plan(self, launch: TaskLaunch, sandbox: Path, image: Image, *, limits: bool,
+             netns: str | None = None) -> Plan:
         """How the executor starts the container: `runc run` with an
         environment of its own (the container's is in config.json)."""
-        container = self.prepare(launch, sandbox, image, dict(launch.env), limits=limits)
+        container = self.prepare(launch, sandbox, image, dict(launch.env), limits=limits, netns=netns)
         env = {"PATH": DEFAULT_PATH, "MESOS_TASK_ID": launch.task_id, "MESOS_SANDBOX": str(sandbox)}
         return Plan(container.argv, None, env, {}, False)
 
@@ -179,7 +180,7 @@ class OciRuntime:
 
 
 def build_spec(launch: TaskLaunch, image: Image, rootfs: Path, sandbox: Path, env: dict[str, str], *,
-               limits: bool) -> dict:
+               limits: bool, netns: str | None = None) -> dict:
     """The OCI runtime spec of a task (see the module docstring)."""
     c = image.config
     if launch.shell:
@@ -224,7 +225,8 @@ def build_spec(launch: TaskLaunch, image: Image, rootfs: Path, sandbox: Path, en
         if os.path.exists(f):
             mounts.append({"destination": f, "type": "bind", "source": f, "options": ["rbind", "ro"]})
     linux: dict = {
-        "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"}],
+        "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "mount"},
+                       *([{"type": "network", "path": netns}] if netns else [])],
         "cgroupsPath": container_id(launch.task_id),
     }
     if not privileged:

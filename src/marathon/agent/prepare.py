@@ -1,6 +1,7 @@
 """Everything a task needs before its process starts, in the order Mesos
 prepares a container: its image pulled (`images.py`), its artifacts in its
-sandbox (`fetcher.py`).  Volumes, secrets and networks will join here.
+sandbox (`fetcher.py`), its network namespace attached (`cni.py`).  Volumes
+and secrets will join here.
 
 Preparation runs in worker threads while the task is TASK_STAGING (so its
 time counts against the launch timeout) and stops when the task is killed.
@@ -16,6 +17,7 @@ from pathlib import Path
 import trio
 
 from ..models.launch import TaskLaunch
+from .cni import BRIDGE_NETWORK, Attachment, CniError, CniNetworks, PortMap
 from .fetcher import DEFAULT_CACHE_BYTES, Fetcher, FetchError
 from .images import Image, ImageError, ImageStore
 
@@ -25,7 +27,34 @@ class PrepareError(Exception):
 
 
 def needs_preparing(launch: TaskLaunch) -> bool:
-    return bool(launch.fetch or image_of(launch))
+    return bool(launch.fetch or image_of(launch) or network_of(launch))
+
+
+def network_of(launch: TaskLaunch) -> str | None:
+    """The CNI network the task joins (None: the host's)."""
+    for net in launch.networks:
+        if net.mode == "container/bridge":
+            return BRIDGE_NETWORK
+        if net.mode == "container":
+            return net.name or ""
+    return None
+
+
+def port_maps(launch: TaskLaunch) -> list[PortMap]:
+    """hostPort -> containerPort of the launch's mappings that took a host
+    port (in order: the launch's `host_ports`); containerPort 0 means the
+    host port itself, as Marathon has it."""
+    out: list[PortMap] = []
+    hosts = iter(launch.host_ports)
+    for m in launch.port_mappings:
+        if not m.takes_host_port:
+            continue
+        host = next(hosts, None)
+        if host is None:
+            break
+        for proto in (m.protocol or "tcp").split(","):
+            out.append(PortMap(host_port=host, container_port=m.container_port or host, protocol=proto.strip()))
+    return out
 
 
 def image_of(launch: TaskLaunch) -> str | None:
@@ -37,15 +66,18 @@ class Preparer:
     """The agent's fetcher and image store, shared by its tasks (at most
     `concurrency` preparations at once)."""
 
-    def __init__(self, work_dir: Path, *, images: ImageStore | None = None,
+    def __init__(self, work_dir: Path, *, images: ImageStore | None = None, networks: CniNetworks | None = None,
                  fetcher_cache_bytes: int = DEFAULT_CACHE_BYTES, concurrency: int = 8) -> None:
         self.fetcher = Fetcher(work_dir / "fetcher-cache", cache_bytes=fetcher_cache_bytes)
         self.images = images
+        self.networks = networks
         self._limiter = trio.CapacityLimiter(concurrency)
 
-    async def prepare(self, launch: TaskLaunch, sandbox: Path) -> Image | None:
-        """Pull the task's image (returned) and fetch its artifacts."""
+    async def prepare(self, launch: TaskLaunch, sandbox: Path) -> tuple[Image | None, Attachment | None]:
+        """Pull the task's image, fetch its artifacts, attach its network
+        (the image and the attachment are returned)."""
         image: Image | None = None
+        attachment: Attachment | None = None
         try:
             reference = image_of(launch)
             if reference is not None:
@@ -58,11 +90,24 @@ class Preparer:
             if launch.fetch:
                 await trio.to_thread.run_sync(self.fetcher.fetch_all, launch.fetch, sandbox,
                                               abandon_on_cancel=True, limiter=self._limiter)
-        except (FetchError, ImageError) as e:
+            network = network_of(launch)
+            if network is not None:
+                if self.networks is None:
+                    raise PrepareError(f"Cannot attach the task to network '{network}': this agent has no "
+                                       "container networks")
+                # Not abandoned on a kill: a half-made attachment is undone first.
+                attachment = await trio.to_thread.run_sync(
+                    self.networks.attach, launch.task_id, network, port_maps(launch), limiter=self._limiter)
+        except (FetchError, ImageError, CniError) as e:
             raise PrepareError(str(e)) from None
         except OSError as e:
             raise PrepareError(f"Failed to prepare the task: {e}") from None
-        return image
+        return image, attachment
+
+    async def release(self, launch: TaskLaunch) -> None:
+        """Undo what outlives the task's process (its network attachment)."""
+        if self.networks is not None and network_of(launch) is not None:
+            await trio.to_thread.run_sync(self.networks.detach, launch.task_id)
 
     def close(self) -> None:
         self.fetcher.close()

@@ -58,6 +58,9 @@ _FLAGS: list[tuple[str, dict]] = [
                                               "cgroups without controllers on cgroup2); none: run no images."}),
     ("insecure_registries", {"default": None, "help": "host:port of registries spoken to in plain HTTP, "
                                                     "comma-separated (loopback registries always are)."}),
+    ("network_cni_config_dir", {"default": None, "help": "Directory of CNI network configurations (*.conf, "
+                                                       "*.conflist): the networks tasks may join by name."}),
+    ("network_cni_plugins_dir", {"default": "/usr/lib/cni", "help": "Where the CNI plugins are."}),
     ("docker_config", {"default": None, "help": "A docker config.json with registry credentials for pulls."}),
     ("fetcher_cache_size", {"default": 2 * 1024**3, "type": int,
                             "help": "Bytes of fetched URIs (those with cache: true) kept for later tasks "
@@ -171,6 +174,7 @@ async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> N
 
     from .. import httpserver
     from ..agent.capabilities import agent_capabilities
+    from ..agent.cni import network_support
     from ..agent.daemon import AgentDaemon, DaemonConfig, load_meta
     from ..agent.executor import Executor
     from ..agent.files import files_app
@@ -195,11 +199,15 @@ async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> N
             work_dir, runtime=ns.oci_runtime,
             insecure_registries=tuple(r.strip() for r in (ns.insecure_registries or "").split(",") if r.strip()),
             auth_file=Path(ns.docker_config) if ns.docker_config else None)
+        networks = network_support(
+            work_dir, config_dir=Path(ns.network_cni_config_dir) if ns.network_cni_config_dir else None,
+            plugins_dir=Path(ns.network_cni_plugins_dir))
         executor = Executor(
             work_dir, agent_id=meta.agent_id, send=status_send, answers=answer_send, cgroups=ns.cgroups,
             kill_tasks_on_exit=False, spawn_concurrency=ns.spawn_threads, ip_addresses=[hostname],
-            capabilities=agent_capabilities(images=oci is not None),
-            fetcher_cache_bytes=ns.fetcher_cache_size, images=images, oci=oci,
+            capabilities=agent_capabilities(images=oci is not None,
+                                            networks=networks.names() if networks else frozenset()),
+            fetcher_cache_bytes=ns.fetcher_cache_size, images=images, oci=oci, networks=networks,
         )
     address = ns.http_address or hostname
     endpoint = f"http://{address}:{ns.http_port}"

@@ -30,6 +30,7 @@ import trio
 from ..agent import machine
 from ..agent.capabilities import agent_capabilities
 from ..agent.checkpoint import load_or_create_agent_id
+from ..agent.cni import network_support
 from ..agent.executor import Executor, now_ms
 from ..agent.oci import image_support
 from ..models.agent import AgentInfo, Attribute, Offer, PortRange, ports_in
@@ -91,6 +92,7 @@ class LocalDriver:
         oci_runtime: str = "runc",
         insecure_registries: tuple[str, ...] = (),
         docker_config: Path | None = None,
+        cni_config_dir: Path | None = None,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -112,13 +114,15 @@ class LocalDriver:
         send, self.updates = trio.open_memory_channel[TaskStatus](update_buffer)
         images, oci = image_support(self.work_dir, runtime=oci_runtime, insecure_registries=insecure_registries,
                                     auth_file=docker_config)
+        networks = network_support(self.work_dir, config_dir=cni_config_dir)
         self.executor = Executor(
             self.work_dir, agent_id=self.agent_id, send=send, time_ms=time_ms, cgroups=cgroups,
             kill_tasks_on_exit=kill_tasks_on_exit, sandbox_max_age=sandbox_max_age,
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
             health_check_concurrency=health_check_concurrency,
-            capabilities=agent_capabilities(images=oci is not None, gpus=int(self._total.gpus)),
-            images=images, oci=oci,
+            capabilities=agent_capabilities(images=oci is not None, gpus=int(self._total.gpus),
+                                            networks=networks.names() if networks else frozenset()),
+            images=images, oci=oci, networks=networks,
         )
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
