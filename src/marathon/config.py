@@ -90,6 +90,7 @@ class Config:
     accepted_resource_roles_default_behavior: str = field(default="any", metadata={"help": "any | unreserved | reserved: offers accepted when an app sets no acceptedResourceRoles."})
     local_port_min: int = field(default=10000, metadata={"help": "Lowest service port assigned to apps."})
     local_port_max: int = field(default=20000, metadata={"help": "Highest service port assigned to apps."})
+    secrets_dir: str | None = field(default=None, metadata={"help": "The built-in secret store: an app's secret with source '/db/password' is the file <dir>/db/password (plugins' marathon_secret_resolve are asked first). Needs --enable_features secrets for apps to name secrets."})
     enable_features: str = field(default="", metadata={"help": "Comma-separated features: vips, task_killing, external_volumes, secrets, gpu_resources."})
     default_network_name: str | None = field(default=None, metadata={"help": "Network name given to container networks that name none."})
     mesos_bridge_name: str = field(default="mesos-bridge", metadata={"help": "Name of the bridge network."})

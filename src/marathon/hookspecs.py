@@ -202,6 +202,23 @@ def marathon_task_adjust(app: AppDefinition, task: TaskAdjustment) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def marathon_secret_resolve(source: str, app_id: str) -> bytes | None:
+    """The value of the secret `source` (an app's `secrets.<name>.source`,
+    e.g. "/db/password") for a task of `app_id`, or None if this plugin does
+    not hold it (the next plugin is asked; the built-in file store,
+    `--secrets_dir`, is asked last).
+
+    Called on the leader as each task is launched, at most once per source
+    per launch batch; the value goes to the agent with the launch and is
+    delivered as the app asks (an environment variable, a file).  It is
+    never stored by Marathon, logged, or shown by the API or in events.
+    Called on the hot path of deploy bursts: keep it fast (cache what you
+    fetch); raising fails nothing (the launch fails with the secret named
+    as unresolved).
+    """
+
+
 # ==============================================================================
 # Health checks
 # ==============================================================================

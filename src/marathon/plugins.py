@@ -37,6 +37,7 @@ from . import hookspecs
 from .builtin import haproxy as builtin_haproxy
 from .builtin import health as builtin_health
 from .builtin import metrics_sinks as builtin_metrics_sinks
+from .builtin.secrets_file import FileSecrets
 
 ENTRY_POINT_GROUP = "marathon.plugins"
 BUILTINS: tuple[tuple[str, object], ...] = (
@@ -161,11 +162,14 @@ def load_plugins(
     descriptor: str | None = None,
     plugin_dir: str | None = None,
     framework_name: str = "marathon",
+    secrets_dir: str | None = None,
 ) -> Plugins:
     pm = pluggy.PluginManager("marathon")
     pm.add_hookspecs(hookspecs)
     for name, plugin in BUILTINS:
         pm.register(plugin, name=name)
+    if secrets_dir:
+        pm.register(FileSecrets(Path(secrets_dir)), name="marathon.builtin.secrets_file")
 
     if plugin_dir:
         if not Path(plugin_dir).is_dir():

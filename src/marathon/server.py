@@ -64,6 +64,7 @@ from .storage.election import Election, cluster_id_of
 from .storage.leader_watch import LeaderWatch
 from .storage.repository import StateRepository
 from .storage.zk import ZooKeeperStore
+from .task_builder import resolve_secrets
 
 log = logging.getLogger("marathon.server")
 
@@ -290,7 +291,8 @@ async def start_services(
     )
     if loaded is None:
         loaded = load_plugins(
-            plugins, descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name
+            plugins, descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name,
+            secrets_dir=config.secrets_dir,
         )
     pm = loaded.pm
     checkers = health_checkers(pm)
@@ -346,7 +348,7 @@ async def start_services(
         launch_tokens=config.launch_tokens,
         launch_token_refresh_ms=config.launch_token_refresh_interval,
         env_vars_prefix=config.env_vars_prefix,
-        adjust=_task_adjuster(pm) if loaded.has("marathon_task_adjust") else None,
+        adjust=_launch_adjuster(pm, loaded.has("marathon_task_adjust"), loaded.has("marathon_secret_resolve")),
     )
     scheduler_ref.append(scheduler)
     reconciler = Reconciler(
@@ -508,13 +510,23 @@ def _policy(pm, *, health_protocols: set[str]):  # type: ignore[no-untyped-def]
     return check
 
 
-def _task_adjuster(pm):  # type: ignore[no-untyped-def]
-    """Task processors (env, labels) applied to every launch."""
+def _launch_adjuster(pm, task_adjust: bool, secrets: bool):  # type: ignore[no-untyped-def]
+    """What plugins change in every launch: its secrets' values (the
+    `marathon_secret_resolve` hooks), then the task processors (env,
+    labels).  None when no plugin does either."""
+    if not task_adjust and not secrets:
+        return None
 
     def adjust(app, launch):  # type: ignore[no-untyped-def]
-        task = TaskAdjustment(task_id=launch.task_id, env=dict(launch.env), labels=dict(launch.labels))
-        pm.hook.marathon_task_adjust(app=app, task=task)
-        return msgspec.structs.replace(launch, env=task.env, labels=task.labels)
+        if secrets and (launch.secret_env or any(v.kind == "secret" for v in
+                                                 (launch.container.volumes if launch.container else ()))):
+            launch = resolve_secrets(app, launch, lambda source: pm.hook.marathon_secret_resolve(
+                source=source, app_id=app.id))
+        if task_adjust:
+            task = TaskAdjustment(task_id=launch.task_id, env=dict(launch.env), labels=dict(launch.labels))
+            pm.hook.marathon_task_adjust(app=app, task=task)
+            launch = msgspec.structs.replace(launch, env=task.env, labels=task.labels)
+        return launch
 
     return adjust
 
@@ -597,7 +609,8 @@ async def serve(config: Config, *, task_status: trio.TaskStatus = trio.TASK_STAT
     (leadership.py) for as long as this process wins them."""
     leadership = Leadership(self_id=config.leader_address, self_url=f"http://{config.leader_address}", ha=config.ha)
     loaded = load_plugins(
-        (), descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name
+        (), descriptor=config.plugin_conf, plugin_dir=config.plugin_dir, framework_name=config.framework_name,
+        secrets_dir=config.secrets_dir,
     )
     _check_exposure(config, loaded)
     front = build_front(config, leadership, loaded)

@@ -8,6 +8,7 @@ variables (`MESOS_TASK_ID`, `MARATHON_APP_*`, `PORT0`, `PORTS`, `PORT_<NAME>`,
 
 from __future__ import annotations
 
+import logging
 import random
 import re
 import zlib
@@ -33,12 +34,15 @@ from .models.launch import (
     FetchUri,
     NetworkSpec,
     PortMappingSpec,
+    SecretValue,
     TaskLaunch,
     VolumeMount,
 )
 
 DEFAULT_KILL_GRACE_SECONDS = 3.0
 _LABEL_KEY_SANITIZE = re.compile(r"[^a-zA-Z0-9_]+")
+
+log = logging.getLogger("marathon.task_builder")
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,6 +252,43 @@ def _port_mappings(app: AppDefinition) -> list[PortMappingSpec]:
         )
         for m in mappings  # type: ignore[union-attr]
     ]
+
+
+def resolve_secrets(app: AppDefinition, launch: TaskLaunch,
+                    resolve: Callable[[str], bytes | None]) -> TaskLaunch:
+    """The launch with its secrets' values: each secret env var's in
+    `secret_env_values` (UTF-8 text only), each secret volume's in
+    `secret_values`.
+    A secret `resolve` does not know (None), cannot give (it raised), or
+    that is not text for an env var is left out: the agent then refuses the
+    launch naming it.  Each source is asked once per launch."""
+    values: dict[str, bytes | None] = {}
+
+    def value(source: str) -> bytes | None:
+        if source not in values:
+            try:
+                values[source] = resolve(source)
+            except Exception as e:  # a plugin's failure fails the launch, not the scheduler
+                log.warning("secret_resolve_failed app=%s source=%s error=%s", app.id, source, type(e).__name__)
+                values[source] = None
+        return values[source]
+
+    env: dict[str, SecretValue] = {}
+    for name, source in launch.secret_env.items():
+        v = value(source)
+        if v is not None:
+            if SecretValue(v).text() is None:
+                log.warning("secret_not_text app=%s env=%s", app.id, name)
+            else:
+                env[name] = SecretValue(v)
+    files: dict[str, SecretValue] = {}
+    for vol in launch.container.volumes if launch.container else ():
+        if vol.kind == "secret" and vol.secret:
+            ref = app.secrets.get(vol.secret)
+            v = value(ref.source) if ref is not None else None
+            if v is not None:
+                files[vol.secret] = SecretValue(v)
+    return msgspec.structs.replace(launch, secret_env_values=env, secret_values=files)
 
 
 def _secret_env(app: AppDefinition) -> dict[str, str]:

@@ -289,10 +289,13 @@ def test_a_named_container_network_gives_each_task_its_own_reachable_ip(marathon
                     timeout=60, message="the server running")
     (ip,) = [a["ipAddress"] for a in task["ipAddresses"]]
     assert ip.startswith("10.123.45."), task
-    # Another task on the same network reaches it by that address.
+    # Serving (the host reaches the network through its gateway address)...
+    wait_for(lambda: _get(f"http://{ip}:8000/") == "reached\n", timeout=60, message="the server serving")
+    # ...and another task on the same network reaches it by that address.
     assert c.post("/v2/apps", json={
         "id": "/net/client", "cpus": 0.1, "mem": 32, "networks": [{"mode": "container", "name": "testnet"}],
-        "cmd": f"wget -q -O $MESOS_SANDBOX/got http://{ip}:8000/ ; exec sleep 3600",
+        "cmd": f"until wget -q -O $MESOS_SANDBOX/part http://{ip}:8000/; do sleep 0.2; done; "
+               "mv $MESOS_SANDBOX/part $MESOS_SANDBOX/got; exec sleep 3600",
         "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
 
     def got() -> str | None:

@@ -38,6 +38,7 @@ class Capabilities:
     volume_kinds: frozenset[str] = frozenset()
     image_volume_kinds: frozenset[str] = frozenset()
     secrets: bool = False  # resolves secret env vars itself
+    secret_files: bool = False  # writes secret volumes' values (resolved by the leader) for the task
     # Container networks (by name) it can attach tasks to, and whether it
     # does bridge networking with port mappings.
     networks: frozenset[str] = frozenset()
@@ -59,7 +60,7 @@ def agent_capabilities(*, images: bool, networks: frozenset[str] = frozenset(), 
     networks it has (`mesos-bridge` among them: BRIDGE networking)."""
     return Capabilities(image_runtimes=IMAGE_RUNTIMES if images else frozenset(), fetch=True, gpus=gpus,
                         image_volume_kinds=frozenset({"host"}) if images else frozenset(),
-                        networks=networks, bridge="mesos-bridge" in networks)
+                        networks=networks, bridge="mesos-bridge" in networks, secret_files=True)
 
 
 def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
@@ -83,6 +84,14 @@ def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
         if c.privileged:
             needs.append("a privileged container: this agent does not allow privileged containers")
         for v in c.volumes:
+            if v.kind == "secret" and caps.secret_files:
+                if v.secret not in launch.secret_values:
+                    needs.append(f"the secret volume of '{v.secret}' at '{v.container_path}': its secret could "
+                                 "not be resolved (--secrets_dir, or a plugin's marathon_secret_resolve)")
+                elif c.image is None and v.container_path.startswith("/"):
+                    needs.append(f"the secret volume of '{v.secret}' at '{v.container_path}': an absolute "
+                                 "path needs a container with an image (or make it relative to the sandbox)")
+                continue
             if v.kind in caps.volume_kinds or (c.image is not None and v.kind in caps.image_volume_kinds
                                                and c.type in caps.image_runtimes):
                 continue
@@ -106,10 +115,11 @@ def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
                          "this agent has no container network of that name")
     if launch.secret_env and not caps.secrets:
         # A plugin may have delivered them (it set the variables).
-        missing = sorted(name for name in launch.secret_env if name not in launch.env)
+        missing = sorted(name for name in launch.secret_env
+                         if name not in launch.env and name not in launch.secret_env_values)
         if missing:
             needs.append(f"secrets for the environment variables {', '.join(missing)}: "
-                         "no secret store delivers them here")
+                         "they could not be resolved (--secrets_dir, or a plugin's marathon_secret_resolve)")
     if launch.gpus > caps.gpus:
         needs.append(f"{launch.gpus} GPU(s): this agent has {caps.gpus}")
     if launch.tty and not caps.tty:

@@ -54,6 +54,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
+import msgspec.structs
 import trio
 
 from ..config import LOG_EACH_TASK_UP_TO
@@ -638,7 +639,10 @@ class Executor:
                  start_time: int | None) -> None:
         t.popen, t.pid, t.pgid, t.pidfd, t.start_time = popen, pid, pid, pidfd, start_time
         t.record = TaskCheckpoint(
-            launch=t.launch, sandbox=str(t.sandbox), boot_id=self._boot_id, staged_at=t.state_ts,
+            # Secret values stay off the disk: the task has them already.
+            launch=msgspec.structs.replace(t.launch, secret_env_values={}, secret_values={})
+            if t.launch.secret_env_values or t.launch.secret_values else t.launch,
+            sandbox=str(t.sandbox), boot_id=self._boot_id, staged_at=t.state_ts,
             pid=pid, pgid=pid, start_time=start_time, cgroup=t.cgroup,
             running_since=self._time_ms(), running_at=time.time(),
         )
@@ -1016,8 +1020,12 @@ class Executor:
                 await trio.sleep_forever()
             finally:
                 with trio.CancelScope(shield=True):
-                    await self._shutdown()
-                    work_scope.cancel()
+                    try:
+                        await self._shutdown()
+                    finally:
+                        # Even if the shutdown failed: the shielded work
+                        # would otherwise run (and hold the caller) for ever.
+                        work_scope.cancel()
 
     async def _work(self, scope: trio.CancelScope, *, task_status: trio.TaskStatus[None]) -> None:
         with scope:

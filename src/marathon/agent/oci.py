@@ -52,7 +52,7 @@ from pathlib import Path
 
 from ..models.launch import TaskLaunch
 from .images import Image, ImageStore
-from .process import DEFAULT_PATH, Plan
+from .process import DEFAULT_PATH, Plan, secret_env
 
 log = logging.getLogger("marathon.agent.oci")
 
@@ -98,6 +98,7 @@ class OciRuntime:
     def __init__(self, work_dir: Path, *, runtime: str = "runc") -> None:
         self.root = work_dir / "containers"
         self.state = work_dir / "runc"  # runc's --root: its own record of containers
+        self.secrets = work_dir / "secrets"  # secret volumes' files (prepare.py writes them)
         self.runtime = runtime
 
     def _base(self) -> list[str]:
@@ -125,7 +126,8 @@ class OciRuntime:
             raise ContainerError(f"Failed to launch the container: cannot mount its root filesystem: "
                                  f"{(e.stderr or e.stdout).strip()}") from None
         try:
-            spec = build_spec(launch, image, rootfs, sandbox, env, limits=limits, netns=netns)
+            spec = build_spec(launch, image, rootfs, sandbox, env, limits=limits, netns=netns,
+                              secrets=self.secrets)
             (d / "config.json").write_text(json.dumps(spec, indent=1))
         except BaseException:
             self.cleanup(launch.task_id)
@@ -137,7 +139,8 @@ class OciRuntime:
              netns: str | None = None) -> Plan:
         """How the executor starts the container: `runc run` with an
         environment of its own (the container's is in config.json)."""
-        container = self.prepare(launch, sandbox, image, dict(launch.env), limits=limits, netns=netns)
+        container = self.prepare(launch, sandbox, image, {**launch.env, **secret_env(launch)}, limits=limits,
+                                 netns=netns)
         env = {"PATH": DEFAULT_PATH, "MESOS_TASK_ID": launch.task_id, "MESOS_SANDBOX": str(sandbox)}
         return Plan(container.argv, None, env, {}, False)
 
@@ -180,7 +183,7 @@ class OciRuntime:
 
 
 def build_spec(launch: TaskLaunch, image: Image, rootfs: Path, sandbox: Path, env: dict[str, str], *,
-               limits: bool, netns: str | None = None) -> dict:
+               limits: bool, netns: str | None = None, secrets: Path | None = None) -> dict:
     """The OCI runtime spec of a task (see the module docstring)."""
     c = image.config
     if launch.shell:
@@ -219,7 +222,7 @@ def build_spec(launch: TaskLaunch, image: Image, rootfs: Path, sandbox: Path, en
          "options": ["nosuid", "noexec", "nodev", "ro"]},
         {"destination": SANDBOX_IN_CONTAINER, "type": "bind", "source": str(sandbox), "options": ["rbind", "rw"]},
     ]
-    mounts += volume_mounts(launch)
+    mounts += volume_mounts(launch, secrets)
     # Host networking: the host's name resolution, read-only.
     for f in ("/etc/resolv.conf", "/etc/hosts"):
         if os.path.exists(f):
@@ -263,19 +266,25 @@ def build_spec(launch: TaskLaunch, image: Image, rootfs: Path, sandbox: Path, en
     }
 
 
-def volume_mounts(launch: TaskLaunch) -> list[dict]:
-    """The app's host volumes as bind mounts: an absolute containerPath is a
-    path in the image, a relative one is under the sandbox (Mesos' rule)."""
+def volume_mounts(launch: TaskLaunch, secrets: Path | None = None) -> list[dict]:
+    """The app's host and secret volumes as bind mounts (secrets read-only,
+    from the files `prepare.py` wrote under `secrets`): an absolute
+    containerPath is a path in the image, a relative one is under the
+    sandbox (Mesos' rule)."""
     out = []
     for v in launch.container.volumes if launch.container else ():
+        target = v.container_path if v.container_path.startswith("/") else \
+            f"{SANDBOX_IN_CONTAINER}/{v.container_path}"
+        if v.kind == "secret" and secrets is not None and v.secret in launch.secret_values:
+            out.append({"destination": os.path.normpath(target), "type": "bind",
+                        "source": str(secrets / launch.task_id / v.secret), "options": ["rbind", "ro"]})
+            continue
         if v.kind != "host":
             continue
         assert v.host_path is not None
         if not os.path.exists(v.host_path):
             raise ContainerError(f"Failed to launch the container: the host path '{v.host_path}' of the "
                                  f"volume at '{v.container_path}' does not exist on this agent")
-        target = v.container_path if v.container_path.startswith("/") else \
-            f"{SANDBOX_IN_CONTAINER}/{v.container_path}"
         out.append({"destination": os.path.normpath(target), "type": "bind", "source": v.host_path,
                     "options": ["rbind", "ro" if v.mode == "RO" else "rw"]})
     return out

@@ -12,6 +12,8 @@ A failure is a `PrepareError` whose message the user reads in the task's
 from __future__ import annotations
 
 import functools
+import os
+import shutil
 from pathlib import Path
 
 import trio
@@ -27,7 +29,7 @@ class PrepareError(Exception):
 
 
 def needs_preparing(launch: TaskLaunch) -> bool:
-    return bool(launch.fetch or image_of(launch) or network_of(launch))
+    return bool(launch.fetch or image_of(launch) or network_of(launch) or launch.secret_values)
 
 
 def network_of(launch: TaskLaunch) -> str | None:
@@ -68,6 +70,7 @@ class Preparer:
 
     def __init__(self, work_dir: Path, *, images: ImageStore | None = None, networks: CniNetworks | None = None,
                  fetcher_cache_bytes: int = DEFAULT_CACHE_BYTES, concurrency: int = 8) -> None:
+        self.secrets = work_dir / "secrets"
         self.fetcher = Fetcher(work_dir / "fetcher-cache", cache_bytes=fetcher_cache_bytes)
         self.images = images
         self.networks = networks
@@ -90,6 +93,8 @@ class Preparer:
             if launch.fetch:
                 await trio.to_thread.run_sync(self.fetcher.fetch_all, launch.fetch, sandbox,
                                               abandon_on_cancel=True, limiter=self._limiter)
+            if launch.secret_values:
+                await trio.to_thread.run_sync(self._write_secrets, launch, sandbox)
             network = network_of(launch)
             if network is not None:
                 if self.networks is None:
@@ -104,10 +109,36 @@ class Preparer:
             raise PrepareError(f"Failed to prepare the task: {e}") from None
         return image, attachment
 
-    async def release(self, launch: TaskLaunch) -> None:
-        """Undo what outlives the task's process (its network attachment)."""
-        if self.networks is not None and network_of(launch) is not None:
-            await trio.to_thread.run_sync(self.networks.detach, launch.task_id)
+    def _write_secrets(self, launch: TaskLaunch, sandbox: Path) -> None:
+        """Each secret volume's value as a file only its owner reads: under
+        the agent's work dir for a container (bind-mounted read-only where
+        the app says), in the sandbox for a plain process."""
+        for v in launch.container.volumes if launch.container else ():
+            if v.kind != "secret" or v.secret not in launch.secret_values:
+                continue
+            if image_of(launch) is not None:
+                path = secret_file(self.secrets, launch.task_id, v.secret)
+            else:
+                path = sandbox / v.container_path
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+            try:
+                os.write(fd, launch.secret_values[v.secret].value)
+            finally:
+                os.close(fd)
 
     def close(self) -> None:
         self.fetcher.close()
+
+    async def release(self, launch: TaskLaunch) -> None:
+        """Undo what outlives the task's process (its network attachment,
+        its secret files)."""
+        if self.networks is not None and network_of(launch) is not None:
+            await trio.to_thread.run_sync(self.networks.detach, launch.task_id)
+        if launch.secret_values or (self.secrets / launch.task_id).exists():  # (re-adopted: values not kept)
+            await trio.to_thread.run_sync(shutil.rmtree, self.secrets / launch.task_id, True)
+
+
+def secret_file(root: Path, task_id: str, name: str) -> Path:
+    """Where a container's secret volume value is kept on the agent."""
+    return root / task_id / name

@@ -77,6 +77,7 @@ def task_env(launch: TaskLaunch, sandbox: Path) -> dict[str, str]:
     them; the agent's own environment is otherwise not inherited.
     """
     env = dict(launch.env)
+    env.update(secret_env(launch))
     for key in _PASSTHROUGH_ENV:
         if key not in env and key in os.environ:
             env[key] = os.environ[key]
@@ -84,6 +85,16 @@ def task_env(launch: TaskLaunch, sandbox: Path) -> dict[str, str]:
     env["MESOS_SANDBOX"] = str(sandbox)
     env["MESOS_TASK_ID"] = launch.task_id
     return env
+
+
+def secret_env(launch: TaskLaunch) -> dict[str, str]:
+    """The task's secret environment variables, as the leader resolved them."""
+    out = {}
+    for name, v in launch.secret_env_values.items():
+        text = v.text()
+        if text is not None:
+            out[name] = text
+    return out
 
 
 def command_argv(launch: TaskLaunch, env: dict[str, str], sandbox: Path) -> tuple[list[str], str | None]:

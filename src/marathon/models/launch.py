@@ -14,6 +14,21 @@ from msgspec import Struct
 Limit = float | Literal["unlimited"] | None
 
 
+class SecretValue(Struct, frozen=True, gc=False):
+    """A secret's bytes, which no repr, log line or error message shows."""
+
+    value: bytes
+
+    def __repr__(self) -> str:
+        return "SecretValue(<hidden>)"
+
+    def text(self) -> str | None:
+        try:
+            return self.value.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+
+
 class FetchUri(Struct, frozen=True, kw_only=True, gc=False):
     uri: str
     extract: bool = True
@@ -116,5 +131,11 @@ class TaskLaunch(Struct, frozen=True, kw_only=True, gc=False):
     # A plugin may deliver them (it sets the variable); otherwise the agent
     # must resolve them itself.
     secret_env: dict[str, str] = {}
+    # Secret values resolved by the leader (`marathon_secret_resolve`): for
+    # env vars (env var name -> value) and for secret volumes (the secret's
+    # name in the app -> value).  Never logged or shown (their repr hides
+    # them); given only to the task.
+    secret_env_values: dict[str, SecretValue] = {}
+    secret_values: dict[str, SecretValue] = {}
     tty: bool = False
     executor: str = ""  # a custom executor to run the task with ("" or "//cmd": none)

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from marathon.agent.capabilities import PLAIN_PROCESSES, agent_capabilities, refusal
-from marathon.models.launch import ContainerSpec, FetchUri, NetworkSpec, TaskLaunch, VolumeMount
+from marathon.models.launch import (
+    ContainerSpec,
+    FetchUri,
+    NetworkSpec,
+    SecretValue,
+    TaskLaunch,
+    VolumeMount,
+)
 
 
 def _launch(**kw) -> TaskLaunch:
@@ -29,4 +38,15 @@ def test_what_each_agent_gives():
     assert "bridge networking" in (refusal(bridge, full) or "")
     secret = _launch(container=ContainerSpec(type="MESOS", image="busybox", volumes=[
         VolumeMount(kind="secret", container_path="pw", secret="pw", mode="RO")]))
-    assert "does not mount secret volumes" in (refusal(secret, full) or "")
+    assert "its secret could not be resolved" in (refusal(secret, full) or "")
+    resolved = msgspec.structs.replace(secret, secret_values={"pw": SecretValue(b"s3")})
+    assert refusal(resolved, full) is None
+    assert "does not mount secret volumes" in (refusal(resolved, PLAIN_PROCESSES) or "")
+    plain = _launch(container=ContainerSpec(type="MESOS", volumes=[
+        VolumeMount(kind="secret", container_path="/etc/pw", secret="pw", mode="RO")]),
+        secret_values={"pw": SecretValue(b"s3")})
+    assert "an absolute path needs a container with an image" in (refusal(plain, full) or "")
+    env = _launch(secret_env={"DB_PW": "/db/pw"})
+    assert "DB_PW: they could not be resolved" in (refusal(env, full) or "")
+    assert refusal(msgspec.structs.replace(env, secret_env_values={"DB_PW": SecretValue(b"x")}), full) is None
+    assert "hunter2" not in repr(msgspec.structs.replace(env, secret_env_values={"DB_PW": SecretValue(b"hunter2")}))
