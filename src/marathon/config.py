@@ -142,6 +142,7 @@ class Config:
     agent_oci_runtime: str = field(default="runc", metadata={"help": "The OCI runtime that runs the embedded agent's tasks with an image (runc); none: run no images."})
     agent_insecure_registries: str | None = field(default=None, metadata={"help": "host:port of registries the embedded agent pulls from in plain HTTP, comma-separated (loopback registries always are)."})
     agent_network_cni_config_dir: str | None = field(default=None, metadata={"help": "Directory of CNI network configurations (*.conf, *.conflist) the embedded agent's tasks may join by name; BRIDGE networking needs none."})
+    agent_allow_privileged: bool = field(default=False, metadata={"help": "Let the embedded agent run containers that ask for `privileged` (every capability, no masked paths); refused otherwise."})
     agent_docker_config: str | None = field(default=None, metadata={"help": "A docker config.json with registry credentials for the embedded agent's pulls."})
     agent_spawn_threads: int = field(default=8, metadata={"help": "Worker threads that start the embedded agent's tasks (a burst goes to them in shares of up to 32)."})
     # -- remote agents (ours; CLUSTER.md 3.4-3.8) ------------------------------

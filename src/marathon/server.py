@@ -251,6 +251,7 @@ def _local_driver(config: Config, time_ms: Callable[[], int]) -> LocalDriver:
                                   if r.strip()),
         docker_config=Path(config.agent_docker_config) if config.agent_docker_config else None,
         cni_config_dir=Path(config.agent_network_cni_config_dir) if config.agent_network_cni_config_dir else None,
+        allow_privileged=config.agent_allow_privileged,
     )
 
 

@@ -43,6 +43,7 @@ class Capabilities:
     # does bridge networking with port mappings.
     networks: frozenset[str] = frozenset()
     bridge: bool = False
+    privileged: bool = False  # runs privileged containers (the agent's --allow_privileged)
     gpus: int = 0
     tty: bool = False
     executors: frozenset[str] = field(default_factory=frozenset)  # custom executors it runs
@@ -54,13 +55,15 @@ PLAIN_PROCESSES = Capabilities()
 IMAGE_RUNTIMES = frozenset({"MESOS", "DOCKER"})  # one OCI runtime runs both (agent/oci.py)
 
 
-def agent_capabilities(*, images: bool, networks: frozenset[str] = frozenset(), gpus: int = 0) -> Capabilities:
+def agent_capabilities(*, images: bool, networks: frozenset[str] = frozenset(), gpus: int = 0,
+                       privileged: bool = False) -> Capabilities:
     """What a real agent (embedded or `marathon agent`) gives today:
     processes with their artifacts, images when it has a runtime, the CNI
     networks it has (`mesos-bridge` among them: BRIDGE networking)."""
     return Capabilities(image_runtimes=IMAGE_RUNTIMES if images else frozenset(), fetch=True, gpus=gpus,
                         image_volume_kinds=frozenset({"host"}) if images else frozenset(),
-                        networks=networks, bridge="mesos-bridge" in networks, secret_files=True)
+                        networks=networks, bridge="mesos-bridge" in networks, secret_files=True,
+                        privileged=privileged and images)
 
 
 def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
@@ -81,8 +84,9 @@ def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
                          "this agent has no image runtime")
         elif c.image is None and c.type == "DOCKER":
             needs.append("a DOCKER container without an image")
-        if c.privileged:
-            needs.append("a privileged container: this agent does not allow privileged containers")
+        if c.privileged and not (caps.privileged and c.image is not None):
+            needs.append("a privileged container: this agent does not allow privileged containers"
+                         if not caps.privileged else "a privileged container without an image")
         for v in c.volumes:
             if v.kind == "secret" and caps.secret_files:
                 if v.secret not in launch.secret_values:

@@ -61,6 +61,9 @@ _FLAGS: list[tuple[str, dict]] = [
     ("network_cni_config_dir", {"default": None, "help": "Directory of CNI network configurations (*.conf, "
                                                        "*.conflist): the networks tasks may join by name."}),
     ("network_cni_plugins_dir", {"default": "/usr/lib/cni", "help": "Where the CNI plugins are."}),
+    ("allow_privileged", {"action": "store_true", "default": False,
+                          "help": "Run containers that ask for `privileged` (every capability, no masked "
+                                  "paths); refused otherwise."}),
     ("docker_config", {"default": None, "help": "A docker config.json with registry credentials for pulls."}),
     ("fetcher_cache_size", {"default": 2 * 1024**3, "type": int,
                             "help": "Bytes of fetched URIs (those with cache: true) kept for later tasks "
@@ -205,7 +208,7 @@ async def _run(ns, masters, secret, hostname, ports, attributes, resources) -> N
         executor = Executor(
             work_dir, agent_id=meta.agent_id, send=status_send, answers=answer_send, cgroups=ns.cgroups,
             kill_tasks_on_exit=False, spawn_concurrency=ns.spawn_threads, ip_addresses=[hostname],
-            capabilities=agent_capabilities(images=oci is not None,
+            capabilities=agent_capabilities(images=oci is not None, privileged=ns.allow_privileged,
                                             networks=networks.names() if networks else frozenset()),
             fetcher_cache_bytes=ns.fetcher_cache_size, images=images, oci=oci, networks=networks,
         )

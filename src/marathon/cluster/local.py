@@ -93,6 +93,7 @@ class LocalDriver:
         insecure_registries: tuple[str, ...] = (),
         docker_config: Path | None = None,
         cni_config_dir: Path | None = None,
+        allow_privileged: bool = False,
     ) -> None:
         self.work_dir = Path(work_dir)
         self.work_dir.mkdir(parents=True, exist_ok=True)
@@ -121,6 +122,7 @@ class LocalDriver:
             sandbox_max_count=sandbox_max_count, spawn_concurrency=spawn_concurrency,
             health_check_concurrency=health_check_concurrency,
             capabilities=agent_capabilities(images=oci is not None, gpus=int(self._total.gpus),
+                                            privileged=allow_privileged,
                                             networks=networks.names() if networks else frozenset()),
             images=images, oci=oci, networks=networks,
         )

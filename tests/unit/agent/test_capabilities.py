@@ -50,3 +50,12 @@ def test_what_each_agent_gives():
     assert "DB_PW: they could not be resolved" in (refusal(env, full) or "")
     assert refusal(msgspec.structs.replace(env, secret_env_values={"DB_PW": SecretValue(b"x")}), full) is None
     assert "hunter2" not in repr(msgspec.structs.replace(env, secret_env_values={"DB_PW": SecretValue(b"hunter2")}))
+
+
+def test_privileged_containers_only_where_the_agent_allows_them():
+    priv = _launch(container=ContainerSpec(type="DOCKER", image="busybox", privileged=True))
+    assert "does not allow privileged containers" in (refusal(priv, agent_capabilities(images=True)) or "")
+    assert refusal(priv, agent_capabilities(images=True, privileged=True)) is None
+    no_image = _launch(container=ContainerSpec(type="MESOS", privileged=True))
+    assert "privileged container without an image" in (
+        refusal(no_image, agent_capabilities(images=True, privileged=True)) or "")

@@ -122,3 +122,12 @@ def test_host_volumes_become_bind_mounts(rootfs, tmp_path):
     with pytest.raises(ContainerError, match="does not exist on this agent"):
         build_spec(_launch(container=ContainerSpec(type="DOCKER", image="r/img:1", volumes=gone)),
                    _image(rootfs, cmd=("x",)), rootfs, Path("/sb"), {}, limits=False)
+
+
+def test_a_privileged_container_has_every_capability_and_nothing_masked(rootfs):
+    launch = _launch(container=ContainerSpec(type="DOCKER", image="r/img:1", privileged=True))
+    spec = build_spec(launch, _image(rootfs, cmd=("x",)), rootfs, Path("/sb"), {}, limits=False)
+    assert "CAP_SYS_ADMIN" in spec["process"]["capabilities"]["bounding"]
+    assert "maskedPaths" not in spec["linux"] and "readonlyPaths" not in spec["linux"]
+    plain = build_spec(_launch(), _image(rootfs, cmd=("x",)), rootfs, Path("/sb"), {}, limits=False)
+    assert "CAP_SYS_ADMIN" not in plain["process"]["capabilities"]["bounding"] and plain["linux"]["maskedPaths"]
