@@ -202,6 +202,7 @@ def _status(current: Instance | None, op: StatusUpdate) -> Effect:
         reason=status.reason,
         healthy=status.healthy if status.healthy is not None else task.healthy,
         ip_addresses=list(status.ip_addresses) if status.ip_addresses else task.ip_addresses,
+        check_result=status.check_result if status.check_result is not None else task.check_result,
     )
     if new_task == task:
         return Noop(current.instance_id)

@@ -29,6 +29,7 @@ from .models.app import (
 )
 from .models.instance import Instance
 from .models.launch import (
+    AgentCheck,
     AgentHealthCheck,
     ContainerSpec,
     FetchUri,
@@ -204,6 +205,30 @@ def agent_health_check(app: AppDefinition, ports: Sequence[PortAssignment]) -> A
     )
 
 
+def agent_check(app: AppDefinition, ports: Sequence[PortAssignment]) -> AgentCheck | None:
+    """The app's Mesos `check` for the agent (the port by index resolves to
+    the container port when there is one, else the host port: SPEC.md 6)."""
+    c = app.check
+    if c is UNSET:
+        return None
+    common = {"interval_seconds": float(c.interval_seconds), "timeout_seconds": float(c.timeout_seconds),  # type: ignore[union-attr]
+              "delay_seconds": float(c.delay_seconds)}  # type: ignore[union-attr]
+    if c.exec is not UNSET:  # type: ignore[union-attr]
+        return AgentCheck(protocol="COMMAND", command=c.exec.command.value, **common)  # type: ignore[union-attr, arg-type]
+    spec = c.http if c.http is not UNSET else c.tcp  # type: ignore[union-attr]
+    if spec is UNSET:
+        return None
+    port: int | None = None
+    if spec.port is not UNSET:  # type: ignore[union-attr]
+        port = spec.port  # type: ignore[union-attr, assignment]
+    elif spec.port_index is not UNSET and spec.port_index < len(ports):  # type: ignore[union-attr, operator]
+        port = ports[spec.port_index].effective  # type: ignore[union-attr, index]
+    if c.http is not UNSET:  # type: ignore[union-attr]
+        return AgentCheck(protocol="HTTP", port=port, path=c.http.path if c.http.path is not UNSET else "/",  # type: ignore[union-attr]
+                          https=c.http.scheme == "HTTPS", **common)  # type: ignore[union-attr, arg-type]
+    return AgentCheck(protocol="TCP", port=port, **common)  # type: ignore[arg-type]
+
+
 def container_spec(container: Container | None) -> ContainerSpec | None:
     """The launch's view of the app's `container` (None: a plain command)."""
     if not container:
@@ -328,6 +353,7 @@ def build_launch(
         env=env,
         host_ports=list(task.host_ports),
         health_check=agent_health_check(app, ports),
+        check=agent_check(app, ports),
     )
 
 

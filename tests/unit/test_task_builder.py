@@ -95,3 +95,20 @@ def test_launches_of_one_version_share_a_template_that_follows_the_definition():
     # An equal definition in another object gets the same launch.
     again = launch_of(msgspec.structs.replace(APP))
     assert msgspec.structs.asdict(again) == msgspec.structs.asdict(first)
+
+
+def test_the_mesos_check_goes_with_the_launch_with_its_port_resolved():
+    from marathon.models.app_decode import decode_app
+    from marathon.models.launch import AgentCheck
+
+    def check_of(check: dict):
+        app = decode_app({"id": "/prod/web", "cmd": "serve", "portDefinitions": [{"port": 0}, {"port": 0}],
+                          "check": check})
+        return launch_of(app).check
+
+    assert check_of({"http": {"portIndex": 1, "path": "/ready", "scheme": "HTTPS"}, "intervalSeconds": 5}) == \
+        AgentCheck(protocol="HTTP", port=31002, path="/ready", https=True, interval_seconds=5.0)
+    assert check_of({"tcp": {"port": 8080}}) == AgentCheck(protocol="TCP", port=8080)
+    assert check_of({"exec": {"command": {"value": "test -f ready"}}, "delaySeconds": 0}) == \
+        AgentCheck(protocol="COMMAND", command="test -f ready", delay_seconds=0.0)
+    assert launch_of(APP).check is None

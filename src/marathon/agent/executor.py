@@ -58,7 +58,7 @@ import msgspec.structs
 import trio
 
 from ..config import LOG_EACH_TASK_UP_TO
-from ..models.instance import TaskStatus
+from ..models.instance import CheckStatus, TaskStatus
 from ..models.launch import TaskLaunch
 from ..models.resources import Resources
 from . import machine
@@ -80,6 +80,7 @@ from .health import (
     MIN_INTERVAL,
     HealthState,
     Prober,
+    check_status,
     command_context,
     describe_exit,
 )
@@ -120,7 +121,8 @@ class _Task:
         "launch", "resources", "sandbox", "state", "state_ts", "message", "reason", "exit_code",
         "pid", "pgid", "start_time", "pidfd", "popen", "cgroup", "adopted", "kill_requested",
         "kill_deadline", "spawned", "exited", "record", "healthy", "health", "health_scope",
-        "health_killed", "quiet_launch", "quiet_kill", "prepare_scope", "image", "netns",
+        "health_killed", "quiet_launch", "quiet_kill", "prepare_scope", "image", "netns", "check_result",
+        "check_scope",
     )
 
     def __init__(self, launch: TaskLaunch, sandbox: Path) -> None:
@@ -158,6 +160,8 @@ class _Task:
         self.prepare_scope: trio.CancelScope | None = None  # fetching its artifacts, pulling its image
         self.image: Image | None = None  # the image it runs, once pulled
         self.netns: Attachment | None = None  # its network namespace (None: the host's network)
+        self.check_result: CheckStatus | None = None  # its Mesos check's last result
+        self.check_scope: trio.CancelScope | None = None  # the check's loop
 
 
 class WorkDirInUse(RuntimeError):
@@ -360,6 +364,8 @@ class Executor:
             t.kill_deadline = deadline
             if t.health_scope is not None:
                 t.health_scope.cancel()  # no probing once a kill starts
+            if t.check_scope is not None:
+                t.check_scope.cancel()
             if t.prepare_scope is not None:
                 t.prepare_scope.cancel()  # no use fetching for a task nobody wants
             if first:
@@ -400,6 +406,7 @@ class Executor:
             reason=t.reason, timestamp=t.state_ts, exit_code=t.exit_code, healthy=t.healthy,
             ip_addresses=(([t.netns.ip] if t.netns.ip else []) if t.netns is not None else self.ip_addresses)
             if t.state == "TASK_RUNNING" else [],
+            check_result=t.check_result if t.state == "TASK_RUNNING" else None,
         )
 
     def _unknown(self, tid: str) -> TaskStatus:
@@ -442,6 +449,8 @@ class Executor:
             self._watched_pids.discard(t.pid)
         if t.health_scope is not None:
             t.health_scope.cancel()
+        if t.check_scope is not None:
+            t.check_scope.cancel()
         # Like Mesos: an end says nothing of health, unless health ended it.
         t.healthy = False if t.health_killed else None
         self._ending[tid] = t.sandbox
@@ -745,11 +754,15 @@ class Executor:
     # -- health checks -----------------------------------------------------------------
 
     def _start_health_checks(self, t: _Task, running_at: float) -> None:
-        """Probe a RUNNING task's `health_check` until it ends or a kill starts.
+        """Probe a RUNNING task's `health_check` (and run its Mesos `check`)
+        until it ends or a kill starts.
 
         `running_at` (trio time) is when the task became RUNNING: the delay
         and the grace period count from there.
         """
+        if t.launch.check is not None and not t.kill_requested and self._nursery is not None:
+            t.check_scope = trio.CancelScope()
+            self._nursery.start_soon(self._run_check, t, running_at)
         check = t.launch.health_check
         if check is None or t.kill_requested or self._nursery is None:
             return
@@ -787,6 +800,30 @@ class Executor:
             except Exception:
                 # A bug here must not take the agent down; the task runs on unchecked.
                 log.exception("health_check_error task_id=%s", tid)
+
+    async def _run_check(self, t: _Task, running_at: float) -> None:
+        """The app's Mesos check: informational; each change of its result
+        goes out as a TASK_RUNNING status carrying it (Mesos'
+        REASON_TASK_CHECK_STATUS_UPDATED)."""
+        check, tid = t.launch.check, t.launch.task_id
+        assert check is not None and t.check_scope is not None
+        with t.check_scope:
+            try:
+                ctx = None
+                if check.protocol == "COMMAND":
+                    ctx = command_context(task_env(t.launch, t.sandbox), t.sandbox, t.cgroup, t.launch.user)
+                await trio.sleep_until(running_at + max(0.0, check.delay_seconds))
+                interval = max(check.interval_seconds, MIN_INTERVAL)
+                while not t.kill_requested:
+                    result = await check_status(check, ctx, self._prober.limiter, self._limiter)
+                    if t.check_scope.cancel_called:
+                        return
+                    if result != t.check_result and t.state == "TASK_RUNNING":
+                        t.check_result = result
+                        self._set(t, t.state, t.message, "REASON_TASK_CHECK_STATUS_UPDATED")
+                    await trio.sleep(interval)
+            except Exception:
+                log.exception("check_error task_id=%s", tid)
 
     def _report_health(self, t: _Task, cause: str) -> None:
         assert t.health is not None

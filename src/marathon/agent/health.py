@@ -32,7 +32,8 @@ from typing import NamedTuple
 
 import trio
 
-from ..models.launch import AgentHealthCheck
+from ..models.instance import CheckStatus
+from ..models.launch import AgentCheck, AgentHealthCheck
 from . import machine
 from .cgroups import Cgroups, TaskCgroup
 
@@ -128,6 +129,26 @@ def command_context(env: dict[str, str], sandbox: Path, cgroup: TaskCgroup | Non
         return CommandContext(env, sandbox, cgroup, {}, str(e))
 
 
+async def check_status(check: AgentCheck, ctx: CommandContext | None, limiter: trio.CapacityLimiter,
+                       spawn_limiter: trio.CapacityLimiter) -> CheckStatus:
+    """One run of a Mesos check (the app's `check`): what it found, never
+    a verdict (checks are informational)."""
+    timeout = check.timeout_seconds if check.timeout_seconds > 0 else DEFAULT_TIMEOUT
+    async with limiter:
+        if check.protocol == "COMMAND":
+            if not check.command or ctx is None or ctx.error:
+                return CheckStatus(command_exit_code=-1)
+            rc, _ = await command_exit(check.command, ctx, timeout, spawn_limiter)
+            return CheckStatus(command_exit_code=-1 if rc is None else rc)
+        if check.port is None or not 0 < check.port < 65536:
+            return CheckStatus(tcp_succeeded=False) if check.protocol == "TCP" else CheckStatus(http_status_code=0)
+        if check.protocol == "TCP":
+            ok, _ = await tcp_probe(check.port, timeout)
+            return CheckStatus(tcp_succeeded=ok)
+        code, _ = await http_status(check.port, check.path, tls=check.https, time_limit=timeout)
+        return CheckStatus(http_status_code=code or 0)
+
+
 class Prober:
     """Runs single probes, at most `concurrency` at a time across all tasks.
 
@@ -192,6 +213,18 @@ def _tls_context() -> ssl.SSLContext:
 
 async def http_probe(port: int, path: str, *, tls: bool, time_limit: float,
                      host: str = "127.0.0.1") -> tuple[bool, str]:
+    code, why = await http_status(port, path, tls=tls, time_limit=time_limit, host=host)
+    if code is None:
+        return False, why
+    if 200 <= code < 400:
+        return True, ""
+    return False, why
+
+
+async def http_status(port: int, path: str, *, tls: bool, time_limit: float,
+                      host: str = "127.0.0.1") -> tuple[int | None, str]:
+    """(the status of GET path, None when there was no answer; and why it
+    is not a success)."""
     scheme = "https" if tls else "http"
     path = path if path.startswith("/") else "/" + path
     url = f"{scheme}://{host}:{port}{path}"
@@ -211,19 +244,17 @@ async def http_probe(port: int, path: str, *, tls: bool, time_limit: float,
             await stream.send_all(request)
             code = await _status_code(stream)
     except trio.TooSlowError:
-        return False, f"GET {url} timed out after {time_limit:g}s"
+        return None, f"GET {url} timed out after {time_limit:g}s"
     except (OSError, trio.BrokenResourceError, ValueError) as e:
         # ssl.SSLError is an OSError; trio wraps TLS failures in BrokenResourceError.
         cause = e.__cause__ if isinstance(e, trio.BrokenResourceError) and e.__cause__ else e
-        return False, f"GET {url} failed: {cause}"
+        return None, f"GET {url} failed: {cause}"
     finally:
         if stream is not None:
             await trio.aclose_forcefully(stream)
         else:
             sock.close()
-    if 200 <= code < 400:
-        return True, ""
-    return False, f"GET {url} answered {code}"
+    return code, f"GET {url} answered {code}"
 
 
 async def _status_code(stream: trio.abc.ReceiveStream) -> int:
@@ -307,6 +338,16 @@ def describe_exit(rc: int) -> str:
 
 async def command_probe(command: str, ctx: CommandContext, time_limit: float,
                         spawn_limiter: trio.CapacityLimiter) -> tuple[bool, str]:
+    rc, why = await command_exit(command, ctx, time_limit, spawn_limiter)
+    if rc == 0:
+        return True, ""
+    return False, why
+
+
+async def command_exit(command: str, ctx: CommandContext, time_limit: float,
+                       spawn_limiter: trio.CapacityLimiter) -> tuple[int | None, str]:
+    """(the exit code of `command` run for the task, None when it could
+    not be known; and why it is not 0)."""
     argv = ["/bin/sh", "-c", command]
     r, w = os.pipe2(os.O_CLOEXEC)
     try:
@@ -316,7 +357,7 @@ async def command_probe(command: str, ctx: CommandContext, time_limit: float,
             os.close(w)
     except (OSError, ValueError, subprocess.SubprocessError) as e:
         os.close(r)
-        return False, f"cannot run the health check command: {e}"
+        return None, f"cannot run the health check command: {e}"
     except BaseException:
         os.close(r)
         raise
@@ -338,7 +379,7 @@ async def command_probe(command: str, ctx: CommandContext, time_limit: float,
             exited = True
             _read_available(r, tail)  # what it wrote just before exiting
     except OSError as e:
-        return False, f"cannot watch the health check command: {e}"
+        return None, f"cannot watch the health check command: {e}"
     finally:
         # Kill what is left: the probe itself on timeout or cancellation,
         # its children otherwise.  The leader is not reaped yet, so its pid
@@ -359,12 +400,10 @@ async def command_probe(command: str, ctx: CommandContext, time_limit: float,
         os.close(r)
     _keep_output(ctx.sandbox, tail)
     if not exited:
-        return False, f"Command timed out after {time_limit:g}s"
+        return None, f"Command timed out after {time_limit:g}s"
     if rc is None:
-        return False, "Command ended with an unknown exit status"
-    if rc == 0:
-        return True, ""
-    return False, describe_exit(rc)
+        return None, "Command ended with an unknown exit status"
+    return rc, "" if rc == 0 else describe_exit(rc)
 
 
 def _reap(pid: int) -> int | None:

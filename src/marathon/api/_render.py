@@ -18,7 +18,7 @@ from msgspec import UNSET
 
 from ..models.app import AppDefinition
 from ..models.app_rules import app_json
-from ..models.instance import TERMINAL, Instance
+from ..models.instance import TERMINAL, CheckStatus, Instance
 from ..models.timestamp import format_ms
 from ._context import ApiContext
 
@@ -106,6 +106,15 @@ def counts_from_tracker(by_state: dict[tuple[str, str], int]) -> dict[str, int]:
     return {"tasksStaged": staged, "tasksRunning": running, "tasksHealthy": 0, "tasksUnhealthy": 0}
 
 
+def check_json(c: CheckStatus) -> dict[str, Any]:
+    """Mesos' CheckStatusInfo as Marathon renders it."""
+    if c.http_status_code is not None:
+        return {"http": {"statusCode": c.http_status_code}}
+    if c.tcp_succeeded is not None:
+        return {"tcp": {"succeeded": c.tcp_succeeded}}
+    return {"command": {"exitCode": c.command_exit_code if c.command_exit_code is not None else -1}}
+
+
 def task_json(ctx: ApiContext, inst: Instance, app: AppDefinition | None) -> dict[str, Any]:
     task = inst.task
     assert task is not None
@@ -131,6 +140,8 @@ def task_json(ctx: ApiContext, inst: Instance, app: AppDefinition | None) -> dic
             ips = [ip]
     out["ipAddresses"] = [{"ipAddress": ip, "protocol": "IPv6" if ":" in ip else "IPv4"} for ip in ips]
     out["healthCheckResults"] = ctx.health.results_of(app, inst) if ctx.health is not None and app is not None else []
+    if task.check_result is not None and inst.condition not in TERMINAL:
+        out["checkResult"] = check_json(task.check_result)
     out["localVolumes"] = []
     if inst.region:
         out["region"] = inst.region

@@ -453,6 +453,10 @@ def _output_components() -> dict[str, Any]:
                 "ipAddresses": _array(_obj({"ipAddress": _STR, "protocol": {"enum": ["IPv4", "IPv6"]}}, ("ipAddress", "protocol"))),
                 "healthCheckResults": _array(_ref("HealthCheckResult")),
                 "localVolumes": _array(_OBJECT), "region": _STR, "zone": _STR, "role": _STR,
+                # The app's Mesos check: one of the three.
+                "checkResult": _obj({"http": _obj({"statusCode": _INT}, ("statusCode",)),
+                                     "tcp": _obj({"succeeded": {"type": "boolean"}}, ("succeeded",)),
+                                     "command": _obj({"exitCode": _INT}, ("exitCode",))}),
             },
             ("appId", "id", "host", "slaveId", "state", "servicePorts", "ipAddresses", "healthCheckResults", "localVolumes", "role"),
         ),

@@ -119,6 +119,15 @@ def condition_of(state: str, reason: str | None = None, message: str = "") -> st
     return "Dropped"
 
 
+class CheckStatus(Struct, frozen=True, kw_only=True, gc=False):
+    """The last result of a task's Mesos check (the app's `check`), as
+    Marathon shows it in `Task.checkResult`: one of the three is set."""
+
+    http_status_code: int | None = None  # http: the answer's status (0: no answer)
+    tcp_succeeded: bool | None = None
+    command_exit_code: int | None = None  # exec: the command's exit code (-1: unknown)
+
+
 class TaskStatus(Struct, frozen=True, kw_only=True, gc=False):
     """A status update from an agent, as the cluster driver delivers it."""
 
@@ -133,6 +142,7 @@ class TaskStatus(Struct, frozen=True, kw_only=True, gc=False):
     # The task's addresses as the agent reports them (Mesos' NetworkInfo):
     # with host networking, the agent's own address.
     ip_addresses: list[str] = []
+    check_result: CheckStatus | None = None
     # A remote agent's id for this update: it resends the update until the
     # master acknowledges that id, which the master does only once the
     # update is committed.  None: nothing to acknowledge (the embedded and
@@ -153,6 +163,7 @@ class Task(Struct, frozen=True, kw_only=True, gc=False):
     message: str = ""
     healthy: bool | None = None
     reason: str | None = None  # of the last status (Mesos' TaskStatus.Reason)
+    check_result: CheckStatus | None = None
 
 
 class InstanceState(Struct, frozen=True, kw_only=True, gc=False):

@@ -57,6 +57,21 @@ class AgentHealthCheck(Struct, frozen=True, kw_only=True, gc=False):
     delay_seconds: float = 15.0
 
 
+class AgentCheck(Struct, frozen=True, kw_only=True, gc=False):
+    """A Mesos check the agent runs next to the task (the app's `check`):
+    informational, it never kills the task; each change of its result goes
+    out as a TASK_RUNNING status carrying it."""
+
+    protocol: Literal["HTTP", "TCP", "COMMAND"]
+    command: str | None = None
+    port: int | None = None
+    path: str = "/"
+    https: bool = False
+    interval_seconds: float = 60.0
+    timeout_seconds: float = 20.0
+    delay_seconds: float = 15.0
+
+
 class VolumeMount(Struct, frozen=True, kw_only=True, gc=False):
     """A volume the task asks for, as the definition says it (the agent
     decides whether it can provide that kind)."""
@@ -120,6 +135,7 @@ class TaskLaunch(Struct, frozen=True, kw_only=True, gc=False):
     fetch: list[FetchUri] = []
     labels: dict[str, str] = {}
     health_check: AgentHealthCheck | None = None
+    check: AgentCheck | None = None
     # What the task needs beyond a process on the agent's host.  The agent
     # checks every one of these against what it can do
     # (`marathon.agent.capabilities`) and refuses the launch with a reason
