@@ -15,7 +15,7 @@ import pytest
 from marathon.testing import wait_for
 from marathon.testing.registry import Registry, build_busybox, images_installed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.containers]
 
 VALUE = f"s3cr3t-{random.randrange(10**12, 10**13)}"
 
