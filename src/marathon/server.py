@@ -519,8 +519,8 @@ def _launch_adjuster(pm, task_adjust: bool, secrets: bool):  # type: ignore[no-u
         return None
 
     def adjust(app, launch):  # type: ignore[no-untyped-def]
-        if secrets and (launch.secret_env or any(v.kind == "secret" for v in
-                                                 (launch.container.volumes if launch.container else ()))):
+        if secrets and (launch.secret_env or (launch.container is not None and (
+                launch.container.pull_config or any(v.kind == "secret" for v in launch.container.volumes)))):
             launch = resolve_secrets(app, launch, lambda source: pm.hook.marathon_secret_resolve(
                 source=source, app_id=app.id))
         if task_adjust:

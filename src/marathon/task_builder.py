@@ -239,6 +239,8 @@ def container_spec(container: Container | None) -> ContainerSpec | None:
         image=docker.image if docker is not None else None,  # type: ignore[union-attr]
         force_pull_image=bool(docker and docker.force_pull_image),  # type: ignore[union-attr]
         privileged=bool(docker and docker.privileged),  # type: ignore[union-attr]
+        pull_config=docker.pull_config.secret if docker is not None and docker.pull_config is not UNSET  # type: ignore[union-attr]
+        else None,
         parameters=[(p.key, p.value) for p in docker.parameters] if docker is not None else [],  # type: ignore[union-attr]
         volumes=[_volume_mount(v) for v in container.volumes],
     )
@@ -282,8 +284,8 @@ def _port_mappings(app: AppDefinition) -> list[PortMappingSpec]:
 def resolve_secrets(app: AppDefinition, launch: TaskLaunch,
                     resolve: Callable[[str], bytes | None]) -> TaskLaunch:
     """The launch with its secrets' values: each secret env var's in
-    `secret_env_values` (UTF-8 text only), each secret volume's in
-    `secret_values`.
+    `secret_env_values` (UTF-8 text only), each secret volume's and the
+    pull config's (`docker.pullConfig`) in `secret_values`.
     A secret `resolve` does not know (None), cannot give (it raised), or
     that is not text for an env var is left out: the agent then refuses the
     launch naming it.  Each source is asked once per launch."""
@@ -307,12 +309,15 @@ def resolve_secrets(app: AppDefinition, launch: TaskLaunch,
             else:
                 env[name] = SecretValue(v)
     files: dict[str, SecretValue] = {}
-    for vol in launch.container.volumes if launch.container else ():
-        if vol.kind == "secret" and vol.secret:
-            ref = app.secrets.get(vol.secret)
-            v = value(ref.source) if ref is not None else None
-            if v is not None:
-                files[vol.secret] = SecretValue(v)
+    wanted = [vol.secret for vol in (launch.container.volumes if launch.container else ())
+              if vol.kind == "secret" and vol.secret]
+    if launch.container is not None and launch.container.pull_config:
+        wanted.append(launch.container.pull_config)
+    for name in wanted:
+        ref = app.secrets.get(name)
+        v = value(ref.source) if ref is not None else None
+        if v is not None:
+            files[name] = SecretValue(v)
     return msgspec.structs.replace(launch, secret_env_values=env, secret_values=files)
 
 

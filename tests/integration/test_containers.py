@@ -313,3 +313,31 @@ def test_a_named_container_network_gives_each_task_its_own_reachable_ip(marathon
     failure = wait_for(lambda: c.get("/v2/apps/net/nowhere").json()["app"].get("lastTaskFailure"), timeout=60,
                        message="the launch refused")
     assert "container network 'no-such-net'" in failure["message"]
+
+
+def test_pull_credentials_come_from_the_apps_pull_config_secret(marathon_factory, tmp_path):
+    """A registry that wants a login: the app's `pullConfig` names a secret
+    holding a docker config.json; without it the pull fails with the
+    registry's 'unauthorized'."""
+    store = tmp_path / "secrets"
+    store.mkdir()
+    with Registry(tmp_path / "private", users={"deployer": "pa55word"}) as reg:
+        ref = reg.push(build_busybox(tmp_path / "img"), "private/busybox:1")
+        (store / "pull.json").write_text(reg.docker_config("deployer", "pa55word"))
+        m = marathon_factory("pull", args=["--enable_features", "secrets", "--secrets_dir", str(store)]).start()
+        c = m.client
+        marker = _marker()
+        # First without credentials (once pulled, an image is in the agent's store).
+        assert c.post("/v2/apps", json={
+            "id": "/img/anonymous", "cpus": 0.1, "mem": 32, "cmd": "sleep 3600", "backoffSeconds": 60,
+            "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
+        failure = wait_for(lambda: c.get("/v2/apps/img/anonymous").json()["app"].get("lastTaskFailure"),
+                           timeout=60, message="the anonymous pull refused")
+        assert failure["message"].startswith(f"Failed to pull image '{ref}'") and "unauthorized" in failure["message"]
+        assert c.post("/v2/apps", json={
+            "id": "/img/private", "cpus": 0.1, "mem": 32, "cmd": f"exec sleep {marker}",
+            "secrets": {"creds": {"source": "/pull.json"}},
+            "container": {"type": "MESOS", "docker": {"image": ref, "pullConfig": {"secret": "creds"}}}},
+        ).status_code == 201
+        wait_for(lambda: len(pids_matching(f"sleep {marker}")) == 1, timeout=60, message="the private image running")
+        assert not list((m.data_dir / "agent" / "secrets").rglob("*.json")), "the credentials file is gone"

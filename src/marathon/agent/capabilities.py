@@ -84,6 +84,9 @@ def refusal(launch: TaskLaunch, caps: Capabilities) -> str | None:
                          "this agent has no image runtime")
         elif c.image is None and c.type == "DOCKER":
             needs.append("a DOCKER container without an image")
+        if c.pull_config and c.image is not None and c.pull_config not in launch.secret_values:
+            needs.append(f"the pull credentials in the secret '{c.pull_config}': the secret could not be "
+                         "resolved (--secrets_dir, or a plugin's marathon_secret_resolve)")
         if c.privileged and not (caps.privileged and c.image is not None):
             needs.append("a privileged container: this agent does not allow privileged containers"
                          if not caps.privileged else "a privileged container without an image")

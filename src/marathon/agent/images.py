@@ -123,8 +123,9 @@ class ImageStore:
 
     # -- getting an image ------------------------------------------------------------
 
-    def get(self, reference: str, *, force_pull: bool = False) -> Image:
-        """The image, pulled (and unpacked) if it is not here yet."""
+    def get(self, reference: str, *, force_pull: bool = False, auth_file: Path | None = None) -> Image:
+        """The image, pulled (and unpacked) if it is not here yet; with
+        `auth_file` (a docker config.json) instead of the agent's own."""
         with self._lock:
             ref_lock = self._pulling.setdefault(reference, threading.Lock())
         with ref_lock:
@@ -132,7 +133,7 @@ class ImageStore:
             digest = None if force_pull else self._digest_of(tag)
             if digest is None:
                 started = time.monotonic()
-                self._pull(reference, tag)
+                self._pull(reference, tag, auth_file or self.auth_file)
                 digest = self._digest_of(tag)
                 if digest is None:
                     raise ImageError(f"Failed to pull image '{reference}': the pulled image has no manifest")
@@ -142,7 +143,7 @@ class ImageStore:
             rootfs = self._unpacked(reference, tag, digest)
         return Image(reference=reference, digest=digest, rootfs=rootfs, config=config)
 
-    def _pull(self, reference: str, tag: str) -> None:
+    def _pull(self, reference: str, tag: str, auth_file: Path | None) -> None:
         self.layout.parent.mkdir(parents=True, exist_ok=True)
         if reference.startswith("file://"):
             source = f"docker-archive:{reference[len('file://'):]}"
@@ -153,8 +154,8 @@ class ImageStore:
         if not reference.startswith("file://"):
             if is_loopback_registry(reference) or (host is not None and host in self.insecure):
                 argv.append("--src-tls-verify=false")
-            if self.auth_file is not None:
-                argv += ["--src-authfile", str(self.auth_file)]
+            if auth_file is not None:
+                argv += ["--src-authfile", str(auth_file)]
         argv += [source, f"oci:{self.layout}:{tag}"]
         with self._lock:
             self._run(argv, f"Failed to pull image '{reference}'", _PULL_TIMEOUT)

@@ -88,7 +88,7 @@ class Preparer:
                     raise PrepareError(f"Cannot run the image '{reference}': this agent has no image runtime")
                 force = bool(launch.container and launch.container.force_pull_image)
                 image = await trio.to_thread.run_sync(
-                    functools.partial(self.images.get, reference, force_pull=force),
+                    functools.partial(self._pull, launch, reference, force),
                     abandon_on_cancel=True, limiter=self._limiter)
             if launch.fetch:
                 await trio.to_thread.run_sync(self.fetcher.fetch_all, launch.fetch, sandbox,
@@ -109,13 +109,32 @@ class Preparer:
             raise PrepareError(f"Failed to prepare the task: {e}") from None
         return image, attachment
 
+    def _pull(self, launch: TaskLaunch, reference: str, force: bool) -> Image:
+        """The image, with the app's pull credentials (`pullConfig`: a docker
+        config.json held in a secret) in a file only for this pull."""
+        assert self.images is not None
+        secret = launch.container.pull_config if launch.container else None
+        if not secret or secret not in launch.secret_values:
+            return self.images.get(reference, force_pull=force)
+        auth = self.secrets / launch.task_id / ".pull-config.json"
+        auth.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+        try:
+            os.write(fd, launch.secret_values[secret].value)
+        finally:
+            os.close(fd)
+        try:
+            return self.images.get(reference, force_pull=force, auth_file=auth)
+        finally:
+            auth.unlink(missing_ok=True)
+
     def _write_secrets(self, launch: TaskLaunch, sandbox: Path) -> None:
         """Each secret volume's value as a file only its owner reads: under
         the agent's work dir for a container (bind-mounted read-only where
         the app says), in the sandbox for a plain process."""
         for v in launch.container.volumes if launch.container else ():
             if v.kind != "secret" or v.secret not in launch.secret_values:
-                continue
+                continue  # (the pull config is not a volume)
             if image_of(launch) is not None:
                 path = secret_file(self.secrets, launch.task_id, v.secret)
             else:

@@ -94,6 +94,7 @@ class ContainerSpec(Struct, frozen=True, kw_only=True, gc=False):
     force_pull_image: bool = False
     privileged: bool = False
     parameters: list[tuple[str, str]] = []  # Docker CLI parameters (DOCKER only)
+    pull_config: str | None = None  # the secret (its name in the app) holding a docker config.json
     volumes: list[VolumeMount] = []
 
 

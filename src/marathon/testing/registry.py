@@ -99,8 +99,10 @@ class Registry:
     """A Docker Registry v2 on 127.0.0.1 (plain HTTP), a child process of
     this one, stopped by its PID."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, users: Mapping[str, str] | None = None) -> None:
+        """`users`: name -> password for htpasswd (basic) auth; none: open."""
         self.dir = directory
+        self.users = dict(users or {})
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -121,6 +123,18 @@ class Registry:
             f"storage:\n  filesystem: {{rootdirectory: {self.dir / 'data'}}}\n  delete: {{enabled: true}}\n"
             f"http:\n  addr: {self.address}\n  secret: marathon-tests\n"
         )
+        if self.users:
+            import warnings
+
+            with warnings.catch_warnings():  # bcrypt hashes, as the registry's htpasswd wants;
+                warnings.simplefilter("ignore", DeprecationWarning)  # `crypt` is still in 3.11
+                import crypt
+
+            htpasswd = self.dir / "htpasswd"
+            htpasswd.write_text("".join(f"{u}:{crypt.crypt(p, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n"
+                                        for u, p in self.users.items()))
+            with open(config, "a") as f:
+                f.write(f"auth:\n  htpasswd:\n    realm: tests\n    path: {htpasswd}\n")
         log = open(self.dir / "registry.log", "ab")
         self.proc = subprocess.Popen(["docker-registry", "serve", str(config)], stdin=subprocess.DEVNULL,
                                      stdout=log, stderr=log, start_new_session=True)
@@ -131,7 +145,7 @@ class Registry:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"docker-registry exited: see {self.dir / 'registry.log'}")
             try:
-                if httpx.get(f"http://{self.address}/v2/", timeout=2).status_code == 200:
+                if httpx.get(f"http://{self.address}/v2/", timeout=2).status_code in (200, 401):
                     return
             except httpx.HTTPError:
                 pass
@@ -154,5 +168,18 @@ class Registry:
     def push(self, layout: Path, name: str, *, tag: str = "busybox") -> str:
         """Push the layout's image `tag` as `name` ("repo:tag"); its reference."""
         ref = f"{self.address}/{name}"
-        _run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}", f"docker://{ref}"])
+        creds = []
+        if self.users:
+            user, password = next(iter(self.users.items()))
+            creds = ["--dest-creds", f"{user}:{password}"]
+        _run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", *creds, f"oci:{layout}:{tag}",
+              f"docker://{ref}"])
         return ref
+
+    def docker_config(self, user: str, password: str) -> str:
+        """A docker config.json that logs in to this registry."""
+        import base64
+        import json
+
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        return json.dumps({"auths": {self.address: {"auth": token}}})
