@@ -486,12 +486,14 @@ class Executor:
             return False
         if t.kill_requested:
             t.spawned.set()
+            await self._undo_prepared(t)
             self._terminal(t, "TASK_KILLED", "Task killed before it was started")
             return False
         try:
             await self._spawner.spawn(t)
         except Exception as e:  # OSError, or ValueError for a NUL in the env, ...
             t.spawned.set()
+            await self._undo_prepared(t)
             message = str(e) if isinstance(e, SpawnError) else f"Failed to launch task: {e}"
             self._terminal(t, "TASK_FAILED", message, "REASON_CONTAINER_LAUNCH_FAILED")
             return False
@@ -508,6 +510,16 @@ class Executor:
             self._start_health_checks(t, trio.current_time())
         return True
 
+    async def _undo_prepared(self, t: _Task) -> None:
+        """What was made for a task that never started: its container's
+        bundle and mount, its network attachment, its secret files."""
+        if not needs_preparing(t.launch):
+            return
+        with trio.CancelScope(shield=True):
+            if self.oci is not None and image_of(t.launch):
+                await trio.to_thread.run_sync(self.oci.cleanup, t.launch.task_id)
+            await self.preparer.release(t.launch)
+
     async def _prepare(self, t: _Task) -> bool:
         """`prepare.py`'s work for the task (it stays STAGING meanwhile; a
         kill stops it).  False when it failed: the task is then TASK_FAILED
@@ -517,7 +529,7 @@ class Executor:
                 t.image, t.netns = await self.preparer.prepare(t.launch, t.sandbox)
             except PrepareError as e:
                 t.spawned.set()
-                await self.preparer.release(t.launch)
+                await self._undo_prepared(t)
                 self._terminal(t, "TASK_FAILED", str(e), LAUNCH_FAILED_REASON)
                 return False
         t.prepare_scope = None

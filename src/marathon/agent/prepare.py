@@ -1,7 +1,7 @@
 """Everything a task needs before its process starts, in the order Mesos
 prepares a container: its image pulled (`images.py`), its artifacts in its
-sandbox (`fetcher.py`), its network namespace attached (`cni.py`).  Volumes
-and secrets will join here.
+sandbox (`fetcher.py`), its secret files written, its network namespace
+attached (`cni.py`).  Persistent volumes will join here.
 
 Preparation runs in worker threads while the task is TASK_STAGING (so its
 time counts against the launch timeout) and stops when the task is killed.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import os
+import pwd
 import shutil
 from pathlib import Path
 
@@ -143,6 +144,14 @@ class Preparer:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
             try:
                 os.write(fd, launch.secret_values[v.secret].value)
+                if launch.user and image_of(launch) is None:
+                    # A plain process of another user reads its own file.
+                    try:
+                        pw = pwd.getpwnam(launch.user)
+                    except KeyError:
+                        pass  # the spawn fails on the unknown user, with that reason
+                    else:
+                        os.fchown(fd, pw.pw_uid, pw.pw_gid)
             finally:
                 os.close(fd)
 
