@@ -13,7 +13,8 @@ forwards it (SPEC.md 11.3, CLUSTER.md 3.10).
   `X-Marathon-Via: 1.1 <host:port>` added (a request that already carries
   ours is a loop: 502 "Detected proxying loop."), the leader's status,
   headers and streamed body returned.  A refused connection is 502
-  "Connection to leader refused."
+  "Connection to leader refused."; a request the leader took but did not
+  answer (it went away, or the read timed out) is 503 with Retry-After.
 - No leader known (an election in progress): wait up to 2.5 s (Marathon
   polls 10 times every 250 ms), then 502 "Could not determine the current
   leader".
@@ -83,7 +84,7 @@ class LeaderFront:
                                           "until it is back (or another master leads); retry"},
                               [(b"retry-after", b"1")], lead)
                 return
-            await app(scope, receive, send)
+            await _serve_term(app, scope, receive, send, lead)
             return
         path = scope["path"]
         if _local(scope["method"], path):
@@ -156,8 +157,12 @@ class LeaderFront:
             await _answer(send, 502, {"message": "Connection to leader refused."}, [], lead)
             return
         except httpx.HTTPError as e:
-            log.warning("leader_proxy_failed target=%s error=%r", target, e)
-            await _answer(send, 500, {"message": f"Failed to proxy the request to the leader: {e!r}"}, [], lead)
+            # Sent, and no answer: the leader went away under it (an
+            # abdication, a crash) or is too slow.  Its outcome is unknown
+            # to us; the client asks again, of whoever leads then.
+            log.info("leader_proxy_failed target=%s error=%r", target, e)
+            await _answer(send, 503, {"message": f"The leader did not answer ({type(e).__name__}); retry"},
+                          [(b"retry-after", b"1")], lead)
             return
         try:
             out = [(k, v) for k, v in response.headers.raw if k.lower() not in _HOP_HEADERS]
@@ -179,6 +184,50 @@ def _local(method: str, path: str) -> bool:
     if path == "/ping" or path == "/metrics" or path.startswith("/metrics/"):
         return True
     return method in ("GET", "HEAD") and path in ("/v2/info", "/v2/leader")
+
+
+async def _serve_term(app: Any, scope: dict, receive: Any, send: Any, lead: Leadership) -> None:
+    """The term's app answers.  If the term ends under a request (an
+    abdication, a lost session), a request that fails for it, or that still
+    waits on the term's services once they are gone, is answered 503 with
+    Retry-After (ask again: another master leads, or will) rather than a
+    500 or no answer at all."""
+    replaced = started = False
+    changed = "Leadership changed while this request was served; retry"
+
+    async def guarded_send(message: dict) -> None:
+        nonlocal replaced, started
+        if replaced:
+            return  # the failed request's own body: not sent
+        if message["type"] == "http.response.start":
+            if message["status"] >= 500 and lead.app is not app:
+                replaced = started = True
+                await _answer(send, 503, {"message": changed}, [(b"retry-after", b"1")], lead)
+                return
+            started = True
+        await send(message)
+
+    with trio.CancelScope() as request_scope:
+        async with trio.open_nursery() as nursery:
+
+            async def term_end() -> None:
+                while lead.app is app:
+                    await lead.wait_change()
+                request_scope.cancel()
+
+            nursery.start_soon(term_end)
+            try:
+                await app(scope, receive, guarded_send)
+            except Exception:
+                if lead.app is app or started:
+                    raise
+                log.info("request_failed_at_term_end path=%s", scope.get("path"))
+                replaced = started = True
+                await _answer(send, 503, {"message": changed}, [(b"retry-after", b"1")], lead)
+            nursery.cancel_scope.cancel()
+    if request_scope.cancelled_caught and not started:
+        log.info("request_outlived_its_term path=%s", scope.get("path"))
+        await _answer(send, 503, {"message": changed}, [(b"retry-after", b"1")], lead)
 
 
 async def _answer(send: Any, status: int, body: dict, headers: list[tuple[bytes, bytes]],
