@@ -138,7 +138,9 @@ def test_command_check_run_by_the_agent(marathon):
     app = {"id": "/cmd", "cmd": "touch ok && exec sleep 1000", "cpus": 0.01, "mem": 8, "instances": 1,
            "healthChecks": [{"protocol": "COMMAND", "command": {"value": "test -f $MESOS_SANDBOX/ok"},
                              "intervalSeconds": 1, "timeoutSeconds": 2, "delaySeconds": 0,
-                             "gracePeriodSeconds": 0, "maxConsecutiveFailures": 2}]}
+                             # Failures before the first success are forgiven for 10 s: a
+                             # relaunch on a loaded machine may be probed before `touch` ran.
+                             "gracePeriodSeconds": 10, "maxConsecutiveFailures": 2}]}
     assert marathon.client.post("/v2/apps", json=app).status_code == 201
     wait_for(lambda: app_of(marathon, "/cmd")["tasksHealthy"] == 1, timeout=60, message="healthy by command")
     (task,) = marathon.tasks("/cmd")

@@ -7,7 +7,7 @@ import pytest
 
 from marathon.testing import wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.containers]
 
 
 def _result(m, app_id: str):
@@ -38,7 +38,7 @@ def test_http_tcp_and_command_checks_are_reported_and_never_kill(marathon):
     expected = {"/chk/http": {"http": {"statusCode": 200}}, "/chk/http404": {"http": {"statusCode": 404}},
                 "/chk/tcp": {"tcp": {"succeeded": False}}, "/chk/exec": {"command": {"exitCode": 3}}}
     for app_id, result in expected.items():
-        wait_for(lambda app_id=app_id, result=result: _result(marathon, app_id) == result, timeout=60,
+        wait_for(lambda app_id=app_id, result=result: _result(marathon, app_id) == result, timeout=120,
                  message=f"{app_id}'s check result {result}")
     # Informational: failing checks kill nothing.
     for app_id in apps:
