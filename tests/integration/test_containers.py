@@ -298,14 +298,7 @@ def test_a_named_container_network_gives_each_task_its_own_reachable_ip(marathon
                "mv $MESOS_SANDBOX/part $MESOS_SANDBOX/got; exec sleep 3600",
         "container": {"type": "MESOS", "docker": {"image": ref}}}).status_code == 201
 
-    def got() -> str | None:
-        tasks = m.tasks("/net/client")
-        if not tasks:
-            return None
-        path = m.data_dir / "agent" / "sandboxes" / tasks[0]["id"] / "got"
-        return path.read_text() if path.exists() else None
-
-    assert wait_for(got, timeout=60, message="the client's download") == "reached\n"
+    assert wait_for(lambda: m.sandbox_text("/net/client", "got"), timeout=60, message="the client's download") == "reached\n"
     assert c.post("/v2/apps", json={
         "id": "/net/nowhere", "cpus": 0.1, "mem": 32, "cmd": "sleep 3600", "backoffSeconds": 60,
         "networks": [{"mode": "container", "name": "no-such-net"}],

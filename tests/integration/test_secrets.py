@@ -60,11 +60,7 @@ def test_a_secret_reaches_its_task_as_env_and_file_and_nowhere_else(marathon_fac
     assert r.status_code == 201, r.text
 
     def seen_file() -> str | None:
-        tasks = m.tasks("/sec/plain")
-        if not tasks:
-            return None
-        path = m.data_dir / "agent" / "sandboxes" / tasks[0]["id"] / "seen.txt"
-        text = path.read_text() if path.exists() else ""
+        text = m.sandbox_text("/sec/plain", "seen.txt") or ""
         return text if text.count("\n") == 2 else None
 
     assert wait_for(seen_file, timeout=60, message="the task's view") == f"env={VALUE}\nfile={VALUE}\n"
@@ -87,14 +83,7 @@ def test_a_secret_reaches_its_task_as_env_and_file_and_nowhere_else(marathon_fac
                               "volumes": [{"containerPath": "/run/secrets/pw", "secret": "pw"}]}})
             assert r.status_code == 201, r.text
 
-            def container_saw() -> str | None:
-                tasks = m.tasks("/sec/container")
-                if not tasks:
-                    return None
-                path = m.data_dir / "agent" / "sandboxes" / tasks[0]["id"] / "seen.txt"
-                return path.read_text() if path.exists() else None
-
-            assert wait_for(container_saw, timeout=60, message="the container's view") == \
+            assert wait_for(lambda: m.sandbox_text("/sec/container", "seen.txt"), timeout=60, message="the container's view") == \
                 f"env={VALUE} file={VALUE}\n"
             assert c.put("/v2/apps/sec/container", json={"instances": 0}).status_code == 200
             wait_for(lambda: not m.tasks("/sec/container"), timeout=60, message="the container gone")

@@ -118,12 +118,7 @@ class Preparer:
         if not secret or secret not in launch.secret_values:
             return self.images.get(reference, force_pull=force)
         auth = self.secrets / launch.task_id / ".pull-config.json"
-        auth.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(auth, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
-        try:
-            os.write(fd, launch.secret_values[secret].value)
-        finally:
-            os.close(fd)
+        _write_private(auth, launch.secret_values[secret].value)
         try:
             return self.images.get(reference, force_pull=force, auth_file=auth)
         finally:
@@ -140,20 +135,15 @@ class Preparer:
                 path = secret_file(self.secrets, launch.task_id, v.secret)
             else:
                 path = sandbox / v.container_path
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
-            try:
-                os.write(fd, launch.secret_values[v.secret].value)
-                if launch.user and image_of(launch) is None:
-                    # A plain process of another user reads its own file.
-                    try:
-                        pw = pwd.getpwnam(launch.user)
-                    except KeyError:
-                        pass  # the spawn fails on the unknown user, with that reason
-                    else:
-                        os.fchown(fd, pw.pw_uid, pw.pw_gid)
-            finally:
-                os.close(fd)
+            owner = None
+            if launch.user and image_of(launch) is None:
+                # A plain process of another user reads its own file.
+                try:
+                    pw = pwd.getpwnam(launch.user)
+                    owner = (pw.pw_uid, pw.pw_gid)
+                except KeyError:
+                    pass  # the spawn fails on the unknown user, with that reason
+            _write_private(path, launch.secret_values[v.secret].value, owner)
 
     def close(self) -> None:
         self.fetcher.close()
@@ -165,6 +155,18 @@ class Preparer:
             await trio.to_thread.run_sync(self.networks.detach, launch.task_id)
         if launch.secret_values or (self.secrets / launch.task_id).exists():  # (re-adopted: values not kept)
             await trio.to_thread.run_sync(shutil.rmtree, self.secrets / launch.task_id, True)
+
+
+def _write_private(path: Path, data: bytes, owner: tuple[int, int] | None = None) -> None:
+    """`data` in a file only its owner reads (0400), in a 0700 directory."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o400)
+    try:
+        os.write(fd, data)
+        if owner is not None:
+            os.fchown(fd, *owner)
+    finally:
+        os.close(fd)
 
 
 def secret_file(root: Path, task_id: str, name: str) -> Path:

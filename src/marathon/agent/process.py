@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import os
-import pwd
 import re
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from ..models.launch import TaskLaunch
+from .health import user_options as probe_user_options
 
 try:
     if os.environ.get("MARATHON_PUREPYTHON", "") in ("1", "true", "yes"):
@@ -188,20 +188,15 @@ def lookup(name: str, path: str) -> str | None:
 
 
 def user_options(user: str | None, sandbox: Path) -> dict[str, object]:
-    """Popen options to run as `user` (which costs the vfork fast path)."""
-    if not user:
-        return {}
+    """Popen options to run as `user` (which costs the vfork fast path),
+    the sandbox and its output files handed to that user."""
     try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise SpawnError(f"Failed to launch task: unknown user '{user}'") from None
-    if pw.pw_uid == os.geteuid():
-        return {}
-    if os.geteuid() != 0:
-        raise SpawnError(f"Failed to launch task: cannot run as '{user}': the agent is not root")
-    for path in (sandbox, sandbox / "stdout", sandbox / "stderr"):
-        if not path.exists():
-            path.touch()
-        os.chown(path, pw.pw_uid, pw.pw_gid)
-    return {"user": pw.pw_uid, "group": pw.pw_gid,
-            "extra_groups": os.getgrouplist(user, pw.pw_gid)}
+        options = probe_user_options(user)
+    except ValueError as e:
+        raise SpawnError(f"Failed to launch task: {e}") from None
+    if options:
+        for path in (sandbox, sandbox / "stdout", sandbox / "stderr"):
+            if not path.exists():
+                path.touch()
+            os.chown(path, options["user"], options["group"])  # type: ignore[arg-type]
+    return options

@@ -216,6 +216,15 @@ class MarathonProcess:
         r.raise_for_status()
         return r.json()["tasks"]
 
+    def sandbox_text(self, app_id: str, name: str) -> str | None:
+        """The file `name` in the sandbox of the app's first task (embedded
+        agent), or None while there is no task or no such file."""
+        tasks = self.tasks(app_id)
+        if not tasks:
+            return None
+        path = self.data_dir / "agent" / "sandboxes" / tasks[0]["id"] / name
+        return path.read_text() if path.exists() else None
+
     def running_tasks(self, app_id: str) -> list[dict[str, Any]]:
         return [t for t in self.tasks(app_id) if t["state"] == "TASK_RUNNING"]
 
