@@ -84,7 +84,10 @@ class LeaderFront:
                                           "until it is back (or another master leads); retry"},
                               [(b"retry-after", b"1")], lead)
                 return
-            await _serve_term(app, scope, receive, send, lead)
+            if scope["method"] in _READS:
+                await app(scope, receive, send)  # served from memory: no guard on the hot path
+            else:
+                await _serve_term(app, scope, receive, send, lead)
             return
         path = scope["path"]
         if _local(scope["method"], path):
